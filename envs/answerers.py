@@ -1,0 +1,141 @@
+"""Answer agents: score a memory bank by how well questions can be answered from it.
+
+Memory-R1 rewards the memory manager with the EM of a *frozen* answer agent after its ops are
+applied. Two agents are offered: :class:`RecallAnswerer`, fast and deterministic (CPU training),
+and :class:`LLMAnswerer`, a frozen LLM through any :class:`memgym.engine.Engine`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from memgym.engine import Engine, SamplingParams
+from memgym.errors import ConfigError
+from memgym.memory import MemoryBank
+from memgym.retrieval import BM25Index
+from memgym.scoring import exact_match, token_f1
+
+_METRICS = {"f1": token_f1, "em": exact_match}
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question to answer from memory, with its gold answer."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Answered:
+    """An answer agent's output for one question: prediction and score in [0, 1]."""
+
+    question: str
+    gold: str
+    prediction: str
+    score: float
+
+
+class Answerer(Protocol):
+    """Answers questions from a memory bank and scores the answers."""
+
+    name: str
+
+    def answer(self, questions: Sequence[Question], bank: MemoryBank) -> list[Answered]:
+        """One :class:`Answered` per question, in order."""
+        ...
+
+
+def _metric(name: str):
+    if name not in _METRICS:
+        raise ConfigError(f"metric must be one of {sorted(_METRICS)}, got {name!r}")
+    return _METRICS[name]
+
+
+class RecallAnswerer:
+    """Deterministic stand-in for an answer agent: retrieves the top-``k`` memories for the
+    question (BM25) and scores the best of them as the answer (max token-F1 against the gold).
+
+    Rewards banks that keep the fact *and* keep it concise (precision counts), with no LLM.
+
+    Args:
+        top_k: Memories retrieved per question.
+        metric: ``"f1"`` (token F1) or ``"em"``.
+    """
+
+    name = "recall"
+
+    def __init__(self, top_k: int = 5, metric: str = "f1") -> None:
+        self.top_k = top_k
+        self.metric_name = metric
+        self.metric = _metric(metric)
+
+    def answer(self, questions: Sequence[Question], bank: MemoryBank) -> list[Answered]:
+        """See :class:`Answerer`."""
+        entries = bank.entries()
+        index = BM25Index([e.text for e in entries])
+        out = []
+        for q in questions:
+            best, best_score = "", 0.0
+            for i, _ in index.search(q.question, self.top_k):
+                score = self.metric(entries[i].text, q.answer)
+                if score > best_score:
+                    best, best_score = entries[i].text, score
+            out.append(Answered(q.question, q.answer, best, best_score))
+        return out
+
+
+ANSWER_PROMPT = """You answer questions about a conversation using memories.
+Memories (most relevant first):
+{memories}
+
+Question: {question}
+Select the memories that help, then answer in at most 6 words after "**Answer:**"."""
+
+
+class LLMAnswerer:
+    """Memory-R1's frozen answer agent: top-``k`` memories (BM25) in the prompt, the model picks
+    the useful ones and answers in ≤ 6 words after ``**Answer:**``; greedy decoding.
+
+    Args:
+        engine: Any :class:`Engine`; all questions are generated in one batch.
+        top_k: Memories shown per question (Memory-R1 uses ~60).
+        metric: ``"f1"`` or ``"em"``.
+        max_new_tokens: Generation budget per answer.
+    """
+
+    name = "llm"
+
+    def __init__(self, engine: Engine, top_k: int = 30, metric: str = "f1",
+                 max_new_tokens: int = 48) -> None:
+        self.engine = engine
+        self.top_k = top_k
+        self.metric = _metric(metric)
+        self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+
+    @staticmethod
+    def extract(text: str) -> str:
+        """The answer after the last ``**Answer:**`` (or ``Answer:``), else the whole text."""
+        parts = re.split(r"\*{0,2}Answer:\*{0,2}", text)
+        return parts[-1].strip().splitlines()[0].strip() if parts[-1].strip() else ""
+
+    def answer(self, questions: Sequence[Question], bank: MemoryBank) -> list[Answered]:
+        """See :class:`Answerer`."""
+        entries = bank.entries()
+        index = BM25Index([e.text for e in entries])
+        prompts = []
+        for q in questions:
+            hits = index.search(q.question, self.top_k)
+            memories = "\n".join(f"- {entries[i].text}" for i, _ in hits) or "(no memories)"
+            prompts.append([{"role": "user",
+                             "content": ANSWER_PROMPT.format(memories=memories,
+                                                             question=q.question)}])
+        completions = self.engine.generate(prompts, self.params) if prompts else []
+        out = []
+        for q, c in zip(questions, completions, strict=True):
+            pred = self.extract(c.text)
+            out.append(Answered(q.question, q.answer, pred, self.metric(pred, q.answer)))
+        return out

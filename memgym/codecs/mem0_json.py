@@ -1,0 +1,101 @@
+"""The Mem0 / Memory-R1 JSON action format.
+
+Canonical form (Mem0's update-memory prompt, used by Memory-R1)::
+
+    {"memory": [{"id": "3", "text": "...", "event": "ADD|UPDATE|DELETE|NONE", "old_memory": "..."}]}
+
+Accepted leniently, because small policies drift: code fences and prose around the JSON, a bare
+list of items, or one bare item. ``id`` may be a string or an integer; it is ignored for ADD
+(the bank assigns ids) and optional for NONE; ``old_memory`` is informational.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from memgym.codecs.base import ParseError, ParseResult
+from memgym.ops import Add, Delete, MemoryOp, Noop, Update
+
+_EVENTS = ("ADD", "UPDATE", "DELETE", "NONE")
+
+
+def _item_to_op(item: object, index: int) -> MemoryOp | str:
+    """One memory item → op, or a reason string on failure."""
+    if not isinstance(item, dict):
+        return f"memory[{index}]: expected an object, got {type(item).__name__}"
+    event = item.get("event")
+    if not isinstance(event, str) or event.upper() not in _EVENTS:
+        return f"memory[{index}]: expected event in {list(_EVENTS)}, got {event!r}"
+    event = event.upper()
+    if event == "NONE":
+        return Noop()
+    raw_id = item.get("id")
+    text = item.get("text")
+    if event in ("ADD", "UPDATE") and not isinstance(text, str):
+        return f"memory[{index}]: {event} needs a string 'text', got {text!r}"
+    if event == "ADD":
+        return Add(text)  # type: ignore[arg-type]
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        return f"memory[{index}]: {event} needs an 'id' (string or integer), got {raw_id!r}"
+    if event == "UPDATE":
+        return Update(str(raw_id), text)  # type: ignore[arg-type]
+    return Delete(str(raw_id))
+
+
+class Mem0JsonCodec:
+    """Mem0/Memory-R1 JSON ⇄ ``Add``/``Update``/``Delete``/``Noop`` ops (see module docs)."""
+
+    name = "mem0_json"
+
+    def decode(self, text: str) -> ParseResult:
+        """Parse ``text``; returns a :class:`ParseResult`, never raises.
+
+        The first ``{`` or ``[`` starts the JSON value; text after the value is ignored.
+        """
+        starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+        if not starts:
+            return ParseResult((), ParseError(0, "no JSON object or list found"))
+        start = min(starts)
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            return ParseResult((), ParseError(exc.pos, f"invalid JSON: {exc.msg}"))
+        except RecursionError:
+            return ParseResult((), ParseError(start, "invalid JSON: nested too deeply"))
+        if isinstance(value, dict) and "memory" in value:
+            items = value["memory"]
+        elif isinstance(value, dict) and "event" in value:
+            items = [value]
+        else:
+            items = value
+        if not isinstance(items, list):
+            return ParseResult((), ParseError(
+                start, f"expected {{\"memory\": [...]}}, a list or one item, got {type(items).__name__}"))
+        ops = []
+        for index, item in enumerate(items):
+            op = _item_to_op(item, index)
+            if isinstance(op, str):
+                return ParseResult((), ParseError(start, op))
+            ops.append(op)
+        return ParseResult(tuple(ops))
+
+    def encode(self, ops: Sequence[MemoryOp]) -> str:
+        """Render ops in the canonical form.
+
+        Raises:
+            TypeError: An op has no Mem0 event (e.g. ``Answer``); that is a programming error.
+        """
+        items = []
+        for op in ops:
+            if isinstance(op, Add):
+                items.append({"event": "ADD", "text": op.text})
+            elif isinstance(op, Update):
+                items.append({"id": op.id, "event": "UPDATE", "text": op.text})
+            elif isinstance(op, Delete):
+                items.append({"id": op.id, "event": "DELETE"})
+            elif isinstance(op, Noop):
+                items.append({"event": "NONE"})
+            else:
+                raise TypeError(f"Mem0 JSON has no event for {type(op).__name__}")
+        return json.dumps({"memory": items}, ensure_ascii=False)

@@ -1,0 +1,58 @@
+"""The inference-engine protocol: chat prompts in, completions with token ids and logprobs out.
+
+Implementations live in ``memgym.rollouts`` (HF transformers, scripted); environments that need
+a frozen LLM (e.g. an answer agent) take any object satisfying :class:`Engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+ChatMessages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample.
+
+    Attributes:
+        max_new_tokens: Most tokens to generate per completion.
+        temperature: Softmax temperature; 0 means greedy decoding.
+        top_p: Nucleus-sampling mass in (0, 1].
+        seed: Seed of the sampler, for reproducible sampling; None leaves the RNG as is.
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated completion.
+
+    Attributes:
+        text: Decoded completion without special tokens.
+        prompt_ids: Token ids (int) of the templated prompt, no padding.
+        completion_ids: Generated token ids (int), up to and including EOS if produced.
+        logprobs: Logprob (float, nats) of each completion token under the sampling
+            distribution, same length as ``completion_ids``.
+    """
+
+    text: str
+    prompt_ids: tuple[int, ...] = field(default=())
+    completion_ids: tuple[int, ...] = field(default=())
+    logprobs: tuple[float, ...] = field(default=())
+
+
+class Engine(Protocol):
+    """Anything that turns a batch of chat prompts into completions."""
+
+    name: str
+
+    def generate(self, prompts: Sequence[ChatMessages], params: SamplingParams) -> list[Completion]:
+        """Generate one completion per prompt, in order."""
+        ...

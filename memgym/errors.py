@@ -1,0 +1,36 @@
+"""The one exception hierarchy of memgym.
+
+Every error memgym raises on bad input derives from :class:`MemgymError`, so a caller can catch
+memgym's errors without catching bugs. A malformed *LLM action* is never an exception: it is a
+:class:`memgym.codecs.ParseError` value recorded in ``info`` and penalized.
+"""
+
+from __future__ import annotations
+
+
+class MemgymError(Exception):
+    """Base class of every error memgym raises on purpose."""
+
+
+class ConfigError(MemgymError, ValueError):
+    """A configuration value is missing, of the wrong type, or out of range."""
+
+
+class DataNotFoundError(MemgymError, FileNotFoundError):
+    """A dataset file is not in any data directory memgym searched."""
+
+
+class DataFormatError(MemgymError, ValueError):
+    """A dataset file exists but does not have the expected structure."""
+
+
+class SchemaError(MemgymError, ValueError):
+    """A trajectory file has a schema version or columns this memgym cannot read."""
+
+
+class EngineError(MemgymError, RuntimeError):
+    """An inference engine could not load its model or generate."""
+
+
+class PolicyError(MemgymError, ValueError):
+    """A policy name or specification is unknown or inconsistent."""

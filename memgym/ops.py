@@ -1,0 +1,130 @@
+"""Typed memory operations and their results.
+
+Operations are frozen dataclasses, so they hash, compare by value and serialize to plain dicts
+(``to_dict`` / :func:`op_from_dict`). Applying an op never raises on a bad id: the memory returns
+an :class:`OpResult` that says whether it was applied or rejected and why (DESIGN §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from memgym.errors import SchemaError
+
+
+@dataclass(frozen=True)
+class Add:
+    """Store a new memory entry; the memory assigns its id."""
+
+    text: str
+    kind: Literal["add"] = field(default="add", init=False)
+
+
+@dataclass(frozen=True)
+class Update:
+    """Replace the text of entry ``id`` (Mem0: keep the id, keep the more detailed version)."""
+
+    id: str
+    text: str
+    kind: Literal["update"] = field(default="update", init=False)
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Remove entry ``id``."""
+
+    id: str
+    kind: Literal["delete"] = field(default="delete", init=False)
+
+
+@dataclass(frozen=True)
+class Noop:
+    """Leave memory unchanged (Mem0's ``NONE`` event)."""
+
+    kind: Literal["noop"] = field(default="noop", init=False)
+
+
+@dataclass(frozen=True)
+class Retrieve:
+    """Ask for the ``k`` entries most relevant to ``query``."""
+
+    query: str
+    k: int = 5
+    kind: Literal["retrieve"] = field(default="retrieve", init=False)
+
+
+@dataclass(frozen=True)
+class EditContext:
+    """Remove context messages ``delete_ids`` and keep ``summary`` in their place (MemAct)."""
+
+    delete_ids: tuple[str, ...]
+    summary: str
+    kind: Literal["edit_context"] = field(default="edit_context", init=False)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Give the final answer of the episode."""
+
+    text: str
+    kind: Literal["answer"] = field(default="answer", init=False)
+
+
+MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer
+
+_OP_TYPES: dict[str, type] = {
+    "add": Add,
+    "update": Update,
+    "delete": Delete,
+    "noop": Noop,
+    "retrieve": Retrieve,
+    "edit_context": EditContext,
+    "answer": Answer,
+}
+
+
+def op_to_dict(op: MemoryOp) -> dict:
+    """Serialize an op to a JSON-ready dict with a ``kind`` key."""
+    return asdict(op)
+
+
+def op_from_dict(data: dict) -> MemoryOp:
+    """Rebuild an op from :func:`op_to_dict` output.
+
+    Raises:
+        SchemaError: ``data`` has no known ``kind`` or the wrong fields.
+    """
+    kind = data.get("kind")
+    cls = _OP_TYPES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise SchemaError(f"expected an op kind in {sorted(_OP_TYPES)}, got {kind!r}")
+    fields = {k: v for k, v in data.items() if k != "kind"}
+    if cls is EditContext:
+        fields["delete_ids"] = tuple(fields.get("delete_ids", ()))
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise SchemaError(f"bad fields for op {kind!r}: {fields!r} ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """What applying one op did.
+
+    Attributes:
+        op: The op that was applied.
+        applied: True if the memory changed as the op asked (a Noop is always applied).
+        id: The id of the entry the op created or touched, if any.
+        reason: Why the op was rejected; empty when applied.
+    """
+
+    op: MemoryOp
+    applied: bool
+    id: str | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: ``{"op": {...}, "applied", "id", "reason"}``."""
+        return {"op": op_to_dict(self.op), "applied": self.applied, "id": self.id,
+                "reason": self.reason}

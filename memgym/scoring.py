@@ -1,0 +1,54 @@
+"""Answer scoring: SQuAD-style normalized exact match and token F1, and BLEU-1.
+
+EM and F1 follow the official SQuAD v1.1 evaluation script (lowercase, strip punctuation and the
+articles a/an/the, collapse whitespace). BLEU-1 is clipped unigram precision times the brevity
+penalty (Papineni et al., 2002), as LoCoMo/Memory-R1 report it. They are hand-written because
+they are a few lines each and the reference libraries (``evaluate``, ``nltk``) would add heavy
+dependencies for them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalization: lowercase, drop punctuation and articles, collapse whitespace."""
+    text = _ARTICLES.sub(" ", text.lower().translate(_PUNCT))
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    """1.0 if the normalized strings are equal, else 0.0."""
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """Harmonic mean of token precision and recall after normalization, in [0, 1].
+
+    Two empty answers score 1.0; exactly one empty answer scores 0.0 (SQuAD v2 convention).
+    """
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def bleu1(prediction: str, gold: str) -> float:
+    """Sentence BLEU-1: clipped unigram precision × brevity penalty, in [0, 1]."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    clipped = sum((Counter(pred) & Counter(ref)).values())
+    brevity = 1.0 if len(pred) > len(ref) else math.exp(1 - len(ref) / len(pred))
+    return brevity * clipped / len(pred)
