@@ -1,0 +1,126 @@
+"""The ``memgym`` command line (typer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from memgym.errors import MemgymError, PolicyError
+
+app = typer.Typer(help="memgym: RL environments and trainers for LLM memory policies.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+
+EnvKw = Annotated[list[str] | None, typer.Option(
+    "--env-kw", "-e", help="Env keyword argument KEY=VALUE (YAML value); repeatable.")]
+
+
+def _kv(pairs: list[str] | None) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _policy(spec: str, temperature: float, max_new_tokens: int, seed: int):
+    """A scripted policy by name, or an LLM policy: ``smollm2`` or a model directory."""
+    from memgym.engine import SamplingParams
+    from memgym.rollouts import SCRIPTED_POLICIES, LLMPolicy
+    from memgym.rollouts.hf import SMOLLM2, HFEngine
+
+    if spec in SCRIPTED_POLICIES:
+        return SCRIPTED_POLICIES[spec]()
+    if spec != SMOLLM2 and not Path(spec).is_dir():
+        raise PolicyError(f"policy must be one of {[*SCRIPTED_POLICIES, SMOLLM2]} or a model "
+                          f"directory, got {spec!r}")
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    return LLMPolicy(HFEngine.from_pretrained(spec), params, name=spec)
+
+
+@app.command()
+def envs() -> None:
+    """List the registered memgym environments."""
+    from memgym.envs import ENVS
+
+    table = Table("id", "description")
+    for env_id, (_, description) in ENVS.items():
+        table.add_row(env_id, description)
+    console.print(table)
+
+
+@app.command()
+def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to write")],
+            policy: str = "mem0-like", episodes: int = 8, seed: int = 0, num_envs: int = 8,
+            temperature: float = 0.0, max_new_tokens: int = 48, env_kw: EnvKw = None) -> None:
+    """Run episodes (seeds SEED..SEED+EPISODES-1) and save their trajectories."""
+    from memgym.rollouts import run_episodes
+    from memgym.train import summarize
+    from memgym.trajectory import write_trajectories
+
+    agent = _policy(policy, temperature, max_new_tokens, seed)
+    trajs = run_episodes(env_id, _kv(env_kw), agent, list(range(seed, seed + episodes)),
+                         num_envs=num_envs)
+    write_trajectories(trajs, out)
+    result = summarize(policy, trajs)
+    console.print(f"{result.episodes} episodes, mean return {result.mean:.4f} "
+                  f"(std {result.std:.4f}), parse errors {result.parse_error_rate:.1%} → {out}")
+
+
+@app.command(name="eval")
+def eval_(env_id: str, policy: Annotated[list[str], typer.Option(help="Repeatable")],
+          episodes: int = 16, num_envs: int = 16, max_new_tokens: int = 48,
+          env_kw: EnvKw = None) -> None:
+    """Mean return of each policy over the same fixed-seed episodes (LLMs decode greedily)."""
+    from memgym.train import _print_table, evaluate
+
+    results = [evaluate(_policy(p, 0.0, max_new_tokens, 0), env_id, _kv(env_kw), episodes,
+                        num_envs)[0] for p in policy]
+    for spec, r in zip(policy, results, strict=True):
+        r.policy = spec
+    _print_table(console, f"{env_id} {_kv(env_kw)}", results)
+
+
+@app.command()
+def train(config: Path, set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a top-level config key: KEY=VALUE; repeatable.")] = None) -> None:
+    """Train a policy as CONFIG says (see experiments/quickstart.yaml)."""
+    from memgym.config import load_config
+    from memgym.train import train as run_training
+
+    run_training(load_config(config, _kv(set_)), console)
+
+
+@app.command()
+def replay(path: Path) -> None:
+    """Re-execute saved actions in fresh envs; exit 1 if anything differs."""
+    from memgym.replay import replay as run_replay
+    from memgym.trajectory import load_trajectories
+
+    report = run_replay(load_trajectories(path))
+    rate = report.steps / report.seconds if report.seconds else float("inf")
+    console.print(f"replayed {report.trajectories} trajectories, {report.steps} steps in "
+                  f"{report.seconds:.2f}s ({rate:.0f} steps/s): "
+                  f"{len(report.divergences)} divergences")
+    if report.divergences:
+        d = report.divergences[0]
+        console.print(f"first divergence: trajectory {d.trajectory_id} step {d.step} "
+                      f"field {d.field}\n  recorded: {d.recorded}\n  replayed: {d.replayed}",
+                      markup=False)
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: memgym's own errors become a one-line message and exit code 2."""
+    try:
+        app()
+    except MemgymError as exc:
+        console.print(f"error: {exc}", markup=False)
+        raise SystemExit(2) from exc

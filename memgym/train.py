@@ -1,0 +1,173 @@
+"""``memgym train``: evaluate baselines and the untrained policy, train with GRPO on segments,
+evaluate again, and write ``run_dir/{trajectories.parquet, metrics.csv, reward_curve.png,
+checkpoint/, eval.json}``.
+
+This module and the CLI are the application layer: they are the only part of ``memgym`` that
+imports from ``memgym.rollouts`` and ``memgym.trainers``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from memgym.config import TrainConfig  # noqa: E402
+from memgym.engine import SamplingParams  # noqa: E402
+from memgym.rollouts import SCRIPTED_POLICIES, LLMPolicy, Policy, run_episodes  # noqa: E402
+from memgym.rollouts.hf import HFEngine, load_model  # noqa: E402
+from memgym.trainers.checkpoint import save_checkpoint  # noqa: E402
+from memgym.trainers.grpo import GRPOTrainer, SegmentBatch  # noqa: E402
+from memgym.trajectory import Trajectory, write_trajectories  # noqa: E402
+
+EVAL_SEED_BASE = 1_000_000  # evaluation seeds never collide with training seeds
+
+
+@dataclass
+class EvalResult:
+    """Mean episode return of a policy over ``episodes`` episodes (std: population std)."""
+
+    policy: str
+    mean: float
+    std: float
+    episodes: int
+    parse_error_rate: float
+
+
+def summarize(policy: str, trajectories: list[Trajectory]) -> EvalResult:
+    """Return statistics and parse-error rate of a batch of trajectories."""
+    returns = np.array([t.episode_return for t in trajectories])
+    steps = [s for t in trajectories for s in t.steps]
+    errors = sum(s.parse_error is not None for s in steps) / max(len(steps), 1)
+    return EvalResult(policy, float(returns.mean()), float(returns.std()), len(returns), errors)
+
+
+def evaluate(policy: Policy, env_id: str, env_kwargs: dict, episodes: int,
+             num_envs: int) -> tuple[EvalResult, list[Trajectory]]:
+    """Run ``episodes`` fixed-seed episodes (seeds ``EVAL_SEED_BASE + i``) and summarize them."""
+    seeds = [EVAL_SEED_BASE + i for i in range(episodes)]
+    trajectories = run_episodes(env_id, env_kwargs, policy, seeds, num_envs=num_envs)
+    return summarize(policy.name, trajectories), trajectories
+
+
+def _op_mix(trajectories: list[Trajectory]) -> dict[str, float]:
+    kinds = Counter(op["kind"] for t in trajectories for s in t.steps for op in s.ops)
+    total = max(sum(kinds.values()), 1)
+    return {f"op_{k}": kinds.get(k, 0) / total for k in ("add", "update", "delete", "noop")}
+
+
+def _plot(metrics: pd.DataFrame, evals: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(metrics["iteration"], metrics["reward_mean"], marker="o", label="train reward (mean)")
+    for name, style in (("untrained", "--"), ("trained", "-")):
+        if name in evals:
+            ax.axhline(evals[name]["mean"], linestyle=style, color="gray", label=f"val {name}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("episode return")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _print_table(console: Console, title: str, results: list[EvalResult]) -> None:
+    table = Table(title=title)
+    for col in ("policy", "mean return", "std", "episodes", "parse errors"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.policy, f"{r.mean:.4f}", f"{r.std:.4f}", str(r.episodes),
+                      f"{r.parse_error_rate:.1%}")
+    console.print(table)
+
+
+def train(config: TrainConfig, console: Console | None = None) -> dict:
+    """Run the whole pipeline described in the module docstring.
+
+    Returns:
+        The evaluation summary written to ``eval.json``.
+    """
+    console = console or Console()
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+
+    model, tokenizer = load_model(config.model)
+    ref_model = copy.deepcopy(model).eval() if config.grpo.beta > 0 else None
+    if config.lora is not None:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+
+        model = get_peft_model(model, PeftLoraConfig(
+            r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+            target_modules=config.lora.target_modules, task_type="CAUSAL_LM"))
+    engine = HFEngine(model, tokenizer, batch_size=config.num_envs)
+    eval_kwargs = {**config.env, **config.eval_env}
+    greedy = SamplingParams(max_new_tokens=config.sampling.max_new_tokens, temperature=0.0)
+
+    def run_eval(label: str, policy: Policy) -> EvalResult:
+        result, trajs = evaluate(policy, config.env_id, eval_kwargs, config.eval_episodes,
+                                 config.num_envs)
+        result.policy = label
+        all_trajectories.extend(trajs)
+        return result
+
+    all_trajectories: list[Trajectory] = []
+    before = [run_eval(name, cls()) for name, cls in SCRIPTED_POLICIES.items()]
+    before.append(run_eval("untrained", LLMPolicy(engine, greedy, name="untrained")))
+    _print_table(console, f"validation before training ({eval_kwargs})", before)
+
+    trainer = GRPOTrainer(model, tokenizer.pad_token_id, config.grpo, ref_model)
+    sampler = LLMPolicy(engine, SamplingParams(
+        max_new_tokens=config.sampling.max_new_tokens, temperature=config.sampling.temperature,
+        top_p=config.sampling.top_p, seed=config.seed), name="policy")
+    rng = np.random.default_rng(config.seed)
+    rows = []
+    for iteration in range(config.iterations):
+        tick = time.perf_counter()
+        episode_seeds = rng.integers(0, 2**31 - 1, size=config.episodes_per_iteration)
+        seeds = [int(s) for s in episode_seeds for _ in range(config.group_size)]
+        trajs = run_episodes(config.env_id, config.env, sampler, seeds, num_envs=config.num_envs)
+        stats = trainer.step(SegmentBatch.from_trajectories(trajs, config.grpo.scale_rewards))
+        all_trajectories.extend(trajs)
+        summary = summarize("policy", trajs)
+        row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,
+               "parse_error_rate": summary.parse_error_rate, **stats, **_op_mix(trajs),
+               "seconds": time.perf_counter() - tick}
+        for name in trajs[0].reward_terms:
+            row[f"reward_{name}"] = float(np.mean([t.reward_terms[name] for t in trajs]))
+        rows.append(row)
+        pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
+        console.print(f"iter {iteration}: reward {summary.mean:+.4f} parse errors "
+                      f"{summary.parse_error_rate:.0%} loss {stats['loss']:+.4f} "
+                      f"({row['seconds']:.1f}s)")
+
+    after = run_eval("trained", LLMPolicy(engine, greedy, name="trained"))
+    _print_table(console, "validation after training", [*before, after])
+    save_checkpoint(run_dir / "checkpoint", model, tokenizer, trainer.optimizer,
+                    trainer.global_step, {"config": config.model_dump()})
+    write_trajectories(all_trajectories, run_dir / "trajectories.parquet")
+    evals = {r.policy: r.__dict__ for r in [*before, after]}
+    evals["wall_seconds"] = time.perf_counter() - started
+    (run_dir / "eval.json").write_text(json.dumps(evals, indent=2))
+    metrics = pd.DataFrame(rows, columns=["iteration", "reward_mean"] if not rows else None)
+    metrics.to_csv(run_dir / "metrics.csv", index=False)
+    _plot(metrics, evals, run_dir / "reward_curve.png")
+    console.print(f"wrote {run_dir} in {evals['wall_seconds']:.0f}s")
+    return evals

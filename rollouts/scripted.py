@@ -1,0 +1,84 @@
+"""Scripted baselines for the memory manager (Mem0/Memory-R1 JSON actions).
+
+They read the structured ``info["turn"]`` and the related memories shown in the observation;
+they are baselines to compare learned policies against, not stand-ins for the LLM path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from memgym.codecs import Mem0JsonCodec
+from memgym.engine import Completion
+from memgym.ops import Add, MemoryOp, Update
+
+_CODEC = Mem0JsonCodec()
+_RELATED = re.compile(r"^\[(\w+)\] (.*)$", re.MULTILINE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_WORD = re.compile(r"[a-z0-9']+")
+_CHITCHAT = {"hey", "hi", "hello", "thanks", "thank", "wow", "bye", "congrats", "yeah", "lol"}
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+class NoopPolicy:
+    """Never writes: ``{"memory": []}`` every step (the reward's lower bound)."""
+
+    name = "noop"
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [Completion(_CODEC.encode([])) for _ in observations]
+
+
+class StoreAllPolicy:
+    """ADDs every turn verbatim as ``"<speaker>: <text>"``."""
+
+    name = "store-all"
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [Completion(_CODEC.encode([Add(f"{i['turn']['speaker']}: {i['turn']['text']}")]))
+                for i in infos]
+
+
+class Mem0LikePolicy:
+    """Rule-based Mem0-style manager: split the turn into sentences, keep informative ones
+    (≥ ``min_words`` words, not questions, not chit-chat) as ``"<speaker>: <sentence>"``; a
+    sentence whose words overlap a related memory's by Jaccard ≥ ``overlap`` UPDATEs that
+    memory if it is longer (Mem0 keeps the more detailed version), else it is skipped.
+    """
+
+    name = "mem0-like"
+
+    def __init__(self, min_words: int = 5, overlap: float = 0.5) -> None:
+        self.min_words, self.overlap = min_words, overlap
+
+    def _ops(self, observation: str, turn: dict) -> list[MemoryOp]:
+        related = _RELATED.findall(observation.split("Related memories:")[-1])
+        ops: list[MemoryOp] = []
+        for sentence in _SENTENCE.split(turn["text"]):
+            words = _words(sentence)
+            if (len(words) < self.min_words or sentence.rstrip().endswith("?")
+                    or next(iter(_WORD.findall(sentence.lower())), "") in _CHITCHAT):
+                continue
+            fact = f"{turn['speaker']}: {sentence.strip()}"
+            match = next((mid for mid, text in related
+                          if len(words & _words(text)) / len(words | _words(text)) >= self.overlap),
+                         None)
+            if match is None:
+                ops.append(Add(fact))
+            elif len(fact) > len(dict(related)[match]):
+                ops.append(Update(match, fact))
+        return ops
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [Completion(_CODEC.encode(self._ops(obs, info["turn"])))
+                for obs, info in zip(observations, infos, strict=True)]
+
+
+SCRIPTED_POLICIES = {p.name: p for p in (NoopPolicy, StoreAllPolicy, Mem0LikePolicy)}
