@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -72,7 +72,7 @@ class LoCoMoMemoryManagerEnv(gym.Env):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(self, split: str = "train", window: int = 8, related_k: int = 3,
                  answerer: str | Answerer = "recall", answer_top_k: int = 5,

@@ -19,20 +19,20 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.table import Table
 
-from memgym.config import TrainConfig  # noqa: E402
-from memgym.engine import SamplingParams  # noqa: E402
-from memgym.rollouts import SCRIPTED_POLICIES, LLMPolicy, Policy, run_episodes  # noqa: E402
-from memgym.rollouts.hf import HFEngine, load_model  # noqa: E402
-from memgym.trainers.checkpoint import save_checkpoint  # noqa: E402
-from memgym.trainers.grpo import GRPOTrainer, SegmentBatch  # noqa: E402
-from memgym.trajectory import Trajectory, write_trajectories  # noqa: E402
+from memgym.config import TrainConfig
+from memgym.engine import SamplingParams
+from memgym.rollouts import SCRIPTED_POLICIES, LLMPolicy, Policy, run_episodes
+from memgym.rollouts.hf import HFEngine, load_model
+from memgym.trainers.checkpoint import save_checkpoint
+from memgym.trainers.grpo import GRPOTrainer, SegmentBatch
+from memgym.trajectory import Trajectory, write_trajectories
 
 EVAL_SEED_BASE = 1_000_000  # evaluation seeds never collide with training seeds
 

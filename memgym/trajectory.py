@@ -251,7 +251,8 @@ def load_trajectories(path: str | Path) -> pd.DataFrame:
     meta = table.schema.metadata or {}
     version = meta.get(b"memgym.schema_version")
     if version is None:
-        raise SchemaError(f"{path}: no memgym.schema_version metadata; not a memgym trajectory file")
+        raise SchemaError(
+            f"{path}: no memgym.schema_version metadata; not a memgym trajectory file")
     if int(version) != SCHEMA_VERSION:
         raise SchemaError(f"{path}: schema version {int(version)}, this memgym reads "
                           f"version {SCHEMA_VERSION}")

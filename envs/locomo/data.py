@@ -51,7 +51,7 @@ class Conversation:
 
 
 def _turns(conv: dict) -> list[Turn]:
-    sessions = sorted((int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k)))
+    sessions = sorted(int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k))
     turns = []
     for n in sessions:
         date = conv.get(f"session_{n}_date_time", "")

@@ -70,8 +70,9 @@ class Mem0JsonCodec:
         else:
             items = value
         if not isinstance(items, list):
+            found = type(items).__name__
             return ParseResult((), ParseError(
-                start, f"expected {{\"memory\": [...]}}, a list or one item, got {type(items).__name__}"))
+                start, f'expected {{"memory": [...]}}, a list or one item, got {found}'))
         ops = []
         for index, item in enumerate(items):
             op = _item_to_op(item, index)

@@ -1,0 +1,95 @@
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memgym.codecs import Mem0JsonCodec
+from memgym.data import find_data_file
+from memgym.envs import ENVS
+from memgym.envs.locomo import load_locomo
+from memgym.errors import ConfigError, DataNotFoundError
+from memgym.ops import Add, Delete, Update
+
+from .conftest import ENV_ID
+
+codec = Mem0JsonCodec()
+
+
+@pytest.mark.parametrize("env_id", sorted(ENVS))
+def test_check_env(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+
+
+def test_locomo_loader_real_data():
+    convs = load_locomo()
+    assert len(convs) == 10 and convs[0].sample_id == "conv-26"
+    assert sum(len(c.turns) for c in convs) == 5882
+    q = convs[0].qa[0]
+    assert q.answer == "7 May 2023" and convs[0].turns[q.evidence[0]].dia_id == "D1:3"
+
+
+def _rollout(env, seed, actions):
+    obs, info = env.reset(seed=seed)
+    trace = [obs]
+    for action in actions:
+        obs, reward, term, trunc, info = env.step(action)
+        trace.append((obs, reward, term, trunc, info["op_results"], info["reward_terms"]))
+        if term or trunc:
+            break
+    return trace
+
+
+def test_same_seed_same_actions_same_outcome():
+    actions = [codec.encode([Add("Caroline went to a support group")]), "garbage",
+               codec.encode([Update("0", "Caroline went to an LGBTQ support group"),
+                             Delete("5")]), codec.encode([])] * 3
+    a = _rollout(gym.make(ENV_ID, window=5), 7, actions)
+    b = _rollout(gym.make(ENV_ID, window=5), 7, actions)
+    assert a == b and len(a) == 6 and a[-1][2] is True
+    assert a[2][5]["format"] == -0.1  # "garbage" is penalized
+    assert _rollout(gym.make(ENV_ID, window=5), 8, actions)[0] != a[0]
+
+
+def test_episode_scores_window_questions_with_recall_answerer():
+    env = gym.make(ENV_ID, window=4)
+    _, info = env.reset(seed=3)
+    assert info["num_questions"] >= 1
+    turns = env.unwrapped.turns
+    total = 0.0
+    for turn in turns:
+        _, reward, term, _, info = env.step(codec.encode([Add(f"{turn.speaker}: {turn.text}")]))
+        total += reward
+    assert term and info["bank_size"] == len(turns)
+    assert total == pytest.approx(sum(q["score"] for q in info["qa"]) / len(info["qa"]))
+    assert 0.0 <= total <= 1.0
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(max_size=200), min_size=1, max_size=3))
+def test_malformed_actions_are_data_not_crashes(actions):
+    env = gym.make(ENV_ID, window=3).unwrapped
+    env.reset(seed=1)
+    for action in actions:
+        info = env.step(action)[4]
+        if info["parse_error"] is not None:
+            assert info["reward_terms"]["format"] == -0.1 and info["ops"] == []
+
+
+def test_bad_config_and_missing_data_are_typed_errors(tmp_path):
+    with pytest.raises(ConfigError, match="split"):
+        gym.make(ENV_ID, split="dev")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_locomo(str(tmp_path / "nope.json"))
+    with pytest.raises(DataNotFoundError, match="MEMGYM_DATA_DIR"):
+        find_data_file("locomo/not_a_file.json")
+
+
+def test_splits_are_disjoint_conversations():
+    seen = {s: {gym.make(ENV_ID, split=s).unwrapped.conversations[0].sample_id}
+            for s in ("train", "val")}
+    assert seen == {"train": {"conv-26"}, "val": {"conv-30"}}
+    assert len(gym.make(ENV_ID, split="test").unwrapped.conversations) == 8

@@ -1,0 +1,30 @@
+"""The quickstart config at a tiny size, through the CLI, with the real model and data."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from memgym.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_quickstart_writes_outputs_and_replays(tmp_path):
+    run_dir = tmp_path / "qs"
+    args = ["train", "experiments/quickstart.yaml", "--set", f"run_dir={run_dir}",
+            "--set", "iterations=2", "--set", "episodes_per_iteration=2", "--set",
+            "group_size=2", "--set", "eval_episodes=2", "--set", "num_envs=4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("trajectories.parquet", "metrics.csv", "reward_curve.png",
+                 "checkpoint/config.json", "checkpoint/optimizer.pt", "eval.json"):
+        assert (run_dir / name).is_file(), name
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert list(metrics["iteration"]) == [0, 1] and metrics["loss"].notna().all()
+    evals = json.loads((run_dir / "eval.json").read_text())
+    assert {"noop", "store-all", "mem0-like", "untrained", "trained"} <= set(evals)
+    assert evals["noop"]["episodes"] == 2
+    replayed = CliRunner().invoke(app, ["replay", str(run_dir / "trajectories.parquet")])
+    assert replayed.exit_code == 0 and "0 divergences" in replayed.output

@@ -1,0 +1,24 @@
+import math
+
+import pytest
+
+from memgym.scoring import bleu1, exact_match, normalize_answer, token_f1
+
+
+def test_normalize_and_em():
+    assert normalize_answer("The  Cat, sat!") == "cat sat"
+    assert exact_match("an apple.", "Apple") == 1.0
+    assert exact_match("apples", "apple") == 0.0
+
+
+def test_token_f1_hand_values():
+    # pred tokens: cat sat mat ; gold: cat on mat → common 2, P=2/3, R=2/3
+    assert token_f1("the cat sat mat", "cat on the mat") == pytest.approx(2 / 3)
+    assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0
+    assert token_f1("dog", "cat") == 0.0
+
+
+def test_bleu1_hand_values():
+    # pred 2 tokens, gold 3: clipped precision 1, BP = exp(1 - 3/2)
+    assert bleu1("cat mat", "cat on mat") == pytest.approx(math.exp(-0.5))
+    assert bleu1("cat cat cat", "cat") == pytest.approx(1 / 3)
