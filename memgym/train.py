@@ -144,12 +144,13 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         episode_seeds = rng.integers(0, 2**31 - 1, size=config.episodes_per_iteration)
         seeds = [int(s) for s in episode_seeds for _ in range(config.group_size)]
         trajs = run_episodes(config.env_id, config.env, sampler, seeds, num_envs=config.num_envs)
+        rollout_seconds = time.perf_counter() - tick
         stats = trainer.step(SegmentBatch.from_trajectories(trajs, config.grpo.scale_rewards))
         all_trajectories.extend(trajs)
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,
                "parse_error_rate": summary.parse_error_rate, **stats, **_op_mix(trajs),
-               "seconds": time.perf_counter() - tick}
+               "rollout_seconds": rollout_seconds, "seconds": time.perf_counter() - tick}
         for name in trajs[0].reward_terms:
             row[f"reward_{name}"] = float(np.mean([t.reward_terms[name] for t in trajs]))
         rows.append(row)
