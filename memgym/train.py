@@ -26,7 +26,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from memgym.config import TrainConfig
+from memgym.config import LoraConfig, TrainConfig
 from memgym.engine import SamplingParams
 from memgym.rollouts import SCRIPTED_POLICIES, LLMPolicy, Policy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
@@ -84,6 +84,18 @@ def _plot(metrics: pd.DataFrame, evals: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def with_lora(model, lora: LoraConfig | None):
+    """Wrap ``model`` with peft LoRA adapters (only they train), or return it unchanged."""
+    if lora is None:
+        return model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    return get_peft_model(model, PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+
+
 def _print_table(console: Console, title: str, results: list[EvalResult]) -> None:
     table = Table(title=title)
     for col in ("policy", "mean return", "std", "episodes", "parse errors"):
@@ -110,13 +122,7 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
 
     model, tokenizer = load_model(config.model)
     ref_model = copy.deepcopy(model).eval() if config.grpo.beta > 0 else None
-    if config.lora is not None:
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import get_peft_model
-
-        model = get_peft_model(model, PeftLoraConfig(
-            r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-            target_modules=config.lora.target_modules, task_type="CAUSAL_LM"))
+    model = with_lora(model, config.lora)
     engine = HFEngine(model, tokenizer, batch_size=config.num_envs)
     eval_kwargs = {**config.env, **config.eval_env}
     greedy = SamplingParams(max_new_tokens=config.sampling.max_new_tokens, temperature=0.0)

@@ -77,3 +77,21 @@ def test_llm_answerer_answers_from_memory(engine):
         [Question("What is the name of Caroline's dog?", "Max")], bank)
     assert isinstance(out.prediction, str) and 0.0 <= out.score <= 1.0
     assert LLMAnswerer.extract("I think.\n**Answer:** Max the dog") == "Max the dog"
+
+
+def test_lora_trains_only_adapters(smollm2):
+    from memgym.config import LoraConfig
+    from memgym.rollouts.hf import HFEngine
+    from memgym.train import with_lora
+
+    model, tokenizer = smollm2
+    model = with_lora(copy.deepcopy(model), LoraConfig(r=4))
+    policy = LLMPolicy(HFEngine(model, tokenizer), SamplingParams(max_new_tokens=12, seed=2))
+    trajs = run_episodes(ENV_ID, {"window": 1}, policy, [3, 3], groups=[0, 0], num_envs=2,
+                         progress=False)
+    trajs[0].steps[0].reward += 1.0
+    named = {n: p.detach().clone() for n, p in model.named_parameters()}
+    GRPOTrainer(model, tokenizer.pad_token_id, GRPOConfig(learning_rate=1e-3)).step(
+        SegmentBatch.from_trajectories(trajs))
+    changed = {n for n, p in model.named_parameters() if not torch.equal(named[n], p)}
+    assert changed and all("lora_" in n for n in changed)
