@@ -79,13 +79,13 @@ def eval_(env_id: str, policy: Annotated[list[str], typer.Option(help="Repeatabl
           episodes: int = 16, num_envs: int = 16, max_new_tokens: int = 48,
           env_kw: EnvKw = None) -> None:
     """Mean return of each policy over the same fixed-seed episodes (LLMs decode greedily)."""
-    from memgym.train import _print_table, evaluate
+    from memgym.train import evaluate, print_table
 
     results = [evaluate(_policy(p, 0.0, max_new_tokens, 0), env_id, _kv(env_kw), episodes,
                         num_envs)[0] for p in policy]
     for spec, r in zip(policy, results, strict=True):
         r.policy = spec
-    _print_table(console, f"{env_id} {_kv(env_kw)}", results)
+    print_table(console, f"{env_id} {_kv(env_kw)}", results)
 
 
 @app.command()

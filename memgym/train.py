@@ -16,13 +16,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 from rich.console import Console
 from rich.table import Table
 
@@ -71,7 +68,8 @@ def _op_mix(trajectories: list[Trajectory]) -> dict[str, float]:
 
 
 def _plot(metrics: pd.DataFrame, evals: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(metrics["iteration"], metrics["reward_mean"], marker="o", label="train reward (mean)")
     for name, style in (("untrained", "--"), ("trained", "-")):
         if name in evals:
@@ -81,7 +79,6 @@ def _plot(metrics: pd.DataFrame, evals: dict, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def with_lora(model, lora: LoraConfig | None):
@@ -96,7 +93,8 @@ def with_lora(model, lora: LoraConfig | None):
         target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
 
-def _print_table(console: Console, title: str, results: list[EvalResult]) -> None:
+def print_table(console: Console, title: str, results: list[EvalResult]) -> None:
+    """Print evaluation results as a rich table."""
     table = Table(title=title)
     for col in ("policy", "mean return", "std", "episodes", "parse errors"):
         table.add_column(col)
@@ -137,14 +135,16 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
     all_trajectories: list[Trajectory] = []
     before = [run_eval(name, cls()) for name, cls in SCRIPTED_POLICIES.items()]
     before.append(run_eval("untrained", LLMPolicy(engine, greedy, name="untrained")))
-    _print_table(console, f"validation before training ({eval_kwargs})", before)
+    print_table(console, f"validation before training ({eval_kwargs})", before)
 
     trainer = GRPOTrainer(model, tokenizer.pad_token_id, config.grpo, ref_model)
     sampler = LLMPolicy(engine, SamplingParams(
         max_new_tokens=config.sampling.max_new_tokens, temperature=config.sampling.temperature,
         top_p=config.sampling.top_p, seed=config.seed), name="policy")
     rng = np.random.default_rng(config.seed)
-    rows = []
+    rows: list[dict] = []
+    metrics = pd.DataFrame(columns=["iteration", "reward_mean"])
+    metrics.to_csv(run_dir / "metrics.csv", index=False)
     for iteration in range(config.iterations):
         tick = time.perf_counter()
         episode_seeds = rng.integers(0, 2**31 - 1, size=config.episodes_per_iteration)
@@ -160,21 +160,20 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         for name in trajs[0].reward_terms:
             row[f"reward_{name}"] = float(np.mean([t.reward_terms[name] for t in trajs]))
         rows.append(row)
-        pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
+        metrics = pd.DataFrame(rows)
+        metrics.to_csv(run_dir / "metrics.csv", index=False)
         console.print(f"iter {iteration}: reward {summary.mean:+.4f} parse errors "
                       f"{summary.parse_error_rate:.0%} loss {stats['loss']:+.4f} "
                       f"({row['seconds']:.1f}s)")
 
     after = run_eval("trained", LLMPolicy(engine, greedy, name="trained"))
-    _print_table(console, "validation after training", [*before, after])
+    print_table(console, "validation after training", [*before, after])
     save_checkpoint(run_dir / "checkpoint", model, tokenizer, trainer.optimizer,
                     trainer.global_step, {"config": config.model_dump()})
     write_trajectories(all_trajectories, run_dir / "trajectories.parquet")
     evals = {r.policy: r.__dict__ for r in [*before, after]}
     evals["wall_seconds"] = time.perf_counter() - started
     (run_dir / "eval.json").write_text(json.dumps(evals, indent=2))
-    metrics = pd.DataFrame(rows, columns=["iteration", "reward_mean"] if not rows else None)
-    metrics.to_csv(run_dir / "metrics.csv", index=False)
     _plot(metrics, evals, run_dir / "reward_curve.png")
     console.print(f"wrote {run_dir} in {evals['wall_seconds']:.0f}s")
     return evals
