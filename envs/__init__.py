@@ -1,18 +1,65 @@
-"""memgym environments; importing this package registers them with gymnasium."""
+"""memgym environments; importing this package registers them (and their task sources).
+
+:data:`ENVS` is the registry that ``memgym envs``, ``memgym eval`` and the conformance suite
+iterate over: a new env added here gets the whole suite for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import import_module
 
 from gymnasium.envs.registration import register
 
-from memgym.envs.memory_manager import LoCoMoMemoryManagerEnv
+from memgym.envs.locomo.source import LoCoMoSource
+from memgym.envs.memory_manager import MemoryManagerEnv
+from memgym.envs.sources import SOURCES, make_source, register_source
+from memgym.errors import ConfigError
 
-# One line per env: id → (entry point, description shown by `memgym envs`).
-ENVS: dict[str, tuple[str, str]] = {
-    "memgym/LoCoMoMemoryManager-v0": (
-        "memgym.envs.memory_manager:LoCoMoMemoryManagerEnv",
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One registered env.
+
+    Attributes:
+        entry_point: ``"module:Class"``.
+        description: One line for ``memgym envs``.
+        baselines: ``"module:ATTR"`` of a dict name → scripted policy class (no-arg
+            constructible); it holds at least ``oracle``, ``noop`` and one heuristic.
+        kwargs: Default constructor keyword arguments of this id.
+    """
+
+    entry_point: str
+    description: str
+    baselines: str
+    kwargs: dict = field(default_factory=dict)
+
+
+ENVS: dict[str, EnvEntry] = {
+    "memgym/LoCoMoMemoryManager-v0": EnvEntry(
+        "memgym.envs.memory_manager:MemoryManagerEnv",
         "Memory-R1 memory manager on LoCoMo: ADD/UPDATE/DELETE/NONE per dialogue turn, "
-        "rewarded by a frozen answer agent"),
+        "rewarded by a frozen answer agent",
+        "memgym.envs.memory_manager.baselines:BASELINES", {"source": "locomo"}),
 }
 
-for _env_id, (_entry, _) in ENVS.items():
-    register(id=_env_id, entry_point=_entry, disable_env_checker=False)
+register_source("locomo", LoCoMoSource)
 
-__all__ = ["ENVS", "LoCoMoMemoryManagerEnv"]
+for _env_id, _entry in ENVS.items():
+    register(id=_env_id, entry_point=_entry.entry_point, kwargs=_entry.kwargs)
+
+
+def baselines(env_id: str) -> dict[str, type]:
+    """The scripted baselines of ``env_id`` (name → class).
+
+    Raises:
+        ConfigError: ``env_id`` is not a memgym env.
+    """
+    if env_id not in ENVS:
+        raise ConfigError(f"env id must be one of {sorted(ENVS)}, got {env_id!r}")
+    module, attr = ENVS[env_id].baselines.split(":")
+    return getattr(import_module(module), attr)
+
+
+__all__ = ["ENVS", "SOURCES", "EnvEntry", "MemoryManagerEnv", "baselines", "make_source",
+           "register_source"]

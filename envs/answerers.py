@@ -23,15 +23,16 @@ _METRICS = {"f1": token_f1, "em": exact_match}
 
 @dataclass(frozen=True)
 class Question:
-    """A question to answer from memory, with its gold answer."""
+    """A question to answer from memory, with its gold answers (scored against the best)."""
 
     question: str
-    answer: str
+    answers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Answered:
-    """An answer agent's output for one question: prediction and score in [0, 1]."""
+    """An answer agent's output for one question: the first gold answer, the prediction and its
+    score in [0, 1] against the best-matching gold answer."""
 
     question: str
     gold: str
@@ -81,10 +82,10 @@ class RecallAnswerer:
         for q in questions:
             best, best_score = "", 0.0
             for i, _ in index.search(q.question, self.top_k):
-                score = self.metric(entries[i].text, q.answer)
+                score = max(self.metric(entries[i].text, a) for a in q.answers)
                 if score > best_score:
                     best, best_score = entries[i].text, score
-            out.append(Answered(q.question, q.answer, best, best_score))
+            out.append(Answered(q.question, q.answers[0], best, best_score))
         return out
 
 
@@ -137,5 +138,6 @@ class LLMAnswerer:
         out = []
         for q, c in zip(questions, completions, strict=True):
             pred = self.extract(c.text)
-            out.append(Answered(q.question, q.answer, pred, self.metric(pred, q.answer)))
+            score = max(self.metric(pred, a) for a in q.answers)
+            out.append(Answered(q.question, q.answers[0], pred, score))
         return out

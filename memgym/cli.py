@@ -30,16 +30,18 @@ def _kv(pairs: list[str] | None) -> dict:
     return out
 
 
-def _policy(spec: str, temperature: float, max_new_tokens: int, seed: int):
-    """A scripted policy by name, or an LLM policy: ``smollm2`` or a model directory."""
+def _policy(env_id: str, spec: str, temperature: float, max_new_tokens: int, seed: int):
+    """A baseline of ``env_id`` by name, or an LLM policy: ``smollm2`` or a model directory."""
     from memgym.engine import SamplingParams
-    from memgym.rollouts import SCRIPTED_POLICIES, LLMPolicy
+    from memgym.envs import baselines
+    from memgym.rollouts import LLMPolicy
     from memgym.rollouts.hf import SMOLLM2, HFEngine
 
-    if spec in SCRIPTED_POLICIES:
-        return SCRIPTED_POLICIES[spec]()
+    scripted = baselines(env_id)
+    if spec in scripted:
+        return scripted[spec]()
     if spec != SMOLLM2 and not Path(spec).is_dir():
-        raise PolicyError(f"policy must be one of {[*SCRIPTED_POLICIES, SMOLLM2]} or a model "
+        raise PolicyError(f"policy must be one of {[*scripted, SMOLLM2]} or a model "
                           f"directory, got {spec!r}")
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     return LLMPolicy(HFEngine.from_pretrained(spec), params, name=spec)
@@ -51,8 +53,8 @@ def envs() -> None:
     from memgym.envs import ENVS
 
     table = Table("id", "description")
-    for env_id, (_, description) in ENVS.items():
-        table.add_row(env_id, description)
+    for env_id, entry in ENVS.items():
+        table.add_row(env_id, entry.description)
     console.print(table)
 
 
@@ -65,7 +67,7 @@ def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to
     from memgym.train import summarize
     from memgym.trajectory import write_trajectories
 
-    agent = _policy(policy, temperature, max_new_tokens, seed)
+    agent = _policy(env_id, policy, temperature, max_new_tokens, seed)
     trajs = run_episodes(env_id, _kv(env_kw), agent, list(range(seed, seed + episodes)),
                          num_envs=num_envs)
     write_trajectories(trajs, out)
@@ -81,7 +83,7 @@ def eval_(env_id: str, policy: Annotated[list[str], typer.Option(help="Repeatabl
     """Mean return of each policy over the same fixed-seed episodes (LLMs decode greedily)."""
     from memgym.train import evaluate, print_table
 
-    results = [evaluate(_policy(p, 0.0, max_new_tokens, 0), env_id, _kv(env_kw), episodes,
+    results = [evaluate(_policy(env_id, p, 0.0, max_new_tokens, 0), env_id, _kv(env_kw), episodes,
                         num_envs)[0] for p in policy]
     for spec, r in zip(policy, results, strict=True):
         r.policy = spec

@@ -25,7 +25,8 @@ from rich.table import Table
 
 from memgym.config import LoraConfig, TrainConfig
 from memgym.engine import SamplingParams
-from memgym.rollouts import SCRIPTED_POLICIES, LLMPolicy, Policy, run_episodes
+from memgym.envs import baselines
+from memgym.rollouts import LLMPolicy, Policy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
 from memgym.trainers.checkpoint import save_checkpoint
 from memgym.trainers.grpo import GRPOTrainer, SegmentBatch
@@ -133,7 +134,7 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         return result
 
     all_trajectories: list[Trajectory] = []
-    before = [run_eval(name, cls()) for name, cls in SCRIPTED_POLICIES.items()]
+    before = [run_eval(name, cls()) for name, cls in baselines(config.env_id).items()]
     before.append(run_eval("untrained", LLMPolicy(engine, greedy, name="untrained")))
     print_table(console, f"validation before training ({eval_kwargs})", before)
 

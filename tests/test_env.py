@@ -58,7 +58,7 @@ def test_episode_scores_window_questions_with_recall_answerer():
     env = gym.make(ENV_ID, window=4)
     _, info = env.reset(seed=3)
     assert info["num_questions"] >= 1
-    turns = env.unwrapped.turns
+    turns = env.unwrapped.instance.items
     total = 0.0
     for turn in turns:
         _, reward, term, _, info = env.step(codec.encode([Add(f"{turn.speaker}: {turn.text}")]))
@@ -89,7 +89,9 @@ def test_bad_config_and_missing_data_are_typed_errors(tmp_path):
 
 
 def test_splits_are_disjoint_conversations():
-    seen = {s: {gym.make(ENV_ID, split=s).unwrapped.conversations[0].sample_id}
-            for s in ("train", "val")}
-    assert seen == {"train": {"conv-26"}, "val": {"conv-30"}}
-    assert len(gym.make(ENV_ID, split="test").unwrapped.conversations) == 8
+    def conversations(split):
+        source = gym.make(ENV_ID, split=split).unwrapped.source
+        return {source.instance(i).id.split(":")[0] for i in range(source.num_instances)}
+
+    assert conversations("train") == {"conv-26"} and conversations("val") == {"conv-30"}
+    assert len(conversations("test")) == 8

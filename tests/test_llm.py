@@ -74,7 +74,7 @@ def test_llm_answerer_answers_from_memory(engine):
     bank = MemoryBank()
     bank.apply(Add("Caroline's dog is named Max."), 0)
     (out,) = LLMAnswerer(engine, max_new_tokens=24).answer(
-        [Question("What is the name of Caroline's dog?", "Max")], bank)
+        [Question("What is the name of Caroline's dog?", ("Max",))], bank)
     assert isinstance(out.prediction, str) and 0.0 <= out.score <= 1.0
     assert LLMAnswerer.extract("I think.\n**Answer:** Max the dog") == "Max the dog"
 

@@ -4,20 +4,21 @@ from typer.testing import CliRunner
 
 from memgym import load_trajectories, write_trajectories
 from memgym.cli import app
+from memgym.envs import baselines
 from memgym.replay import replay
-from memgym.rollouts import SCRIPTED_POLICIES, run_episodes
+from memgym.rollouts import run_episodes
 
 from .conftest import ENV_ID
 
 
 def test_scripted_rollouts_replay_exactly_and_corruption_is_located(tmp_path):
     trajs = []
-    for name, cls in SCRIPTED_POLICIES.items():
+    for name, cls in baselines(ENV_ID).items():
         trajs += run_episodes(ENV_ID, {"window": 4}, cls(), [0, 1, 2], progress=False)
         assert all(t.policy == name for t in trajs[-3:])
     path = write_trajectories(trajs, tmp_path / "t.parquet")
     report = replay(load_trajectories(path))
-    assert report.ok and report.trajectories == 9 and report.steps == 36
+    assert report.ok and report.trajectories == 12 and report.steps == 48
 
     frame = load_trajectories(path)
     steps = [dict(s) for s in frame.at[4, "steps"]]
@@ -36,11 +37,12 @@ def test_scripted_rollouts_replay_exactly_and_corruption_is_located(tmp_path):
 
 def test_baselines_rank_on_validation():
     means = {}
-    for name, cls in SCRIPTED_POLICIES.items():
+    for name, cls in baselines(ENV_ID).items():
         trajs = run_episodes(ENV_ID, {"split": "val", "window": 4}, cls(), range(32),
                              progress=False)
         means[name] = sum(t.episode_return for t in trajs) / len(trajs)
     assert means["noop"] == 0.0 < means["store-all"] and means["mem0-like"] > 0.0
+    assert means["oracle"] > means["mem0-like"]
 
 
 def test_cli_lists_envs():

@@ -1,7 +1,8 @@
 """Scripted baselines for the memory manager (Mem0/Memory-R1 JSON actions).
 
-They read the structured ``info["turn"]`` and the related memories shown in the observation;
-they are baselines to compare learned policies against, not stand-ins for the LLM path.
+They read the structured ``info["turn"]`` and the related memories shown in the observation (the
+oracle also reads ``info["privileged"]``); they are baselines to compare learned policies
+against, not stand-ins for the LLM path.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ _CODEC = Mem0JsonCodec()
 _RELATED = re.compile(r"^\[(\w+)\] (.*)$", re.MULTILINE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[a-z0-9']+")
+_STOP = {"what", "when", "where", "which", "who", "whom", "whose", "why", "how", "did", "does",
+         "the", "and", "was", "were", "has", "have", "had", "for", "with", "that", "this", "from",
+         "his", "her", "their", "they", "she", "him", "about", "after", "before", "would"}
 _CHITCHAT = {"hey", "hi", "hello", "thanks", "thank", "wow", "bye", "congrats", "yeah", "lol"}
 
 
@@ -81,4 +85,23 @@ class Mem0LikePolicy:
                 for obs, info in zip(observations, infos, strict=True)]
 
 
-SCRIPTED_POLICIES = {p.name: p for p in (NoopPolicy, StoreAllPolicy, Mem0LikePolicy)}
+class OraclePolicy:
+    """Upper bound from gold data: at the item that completes a question's evidence, ADD its gold
+    answer tagged with the question's longest content word (so BM25 on the question finds it);
+    nothing otherwise."""
+
+    name = "oracle"
+
+    @staticmethod
+    def _fact(question: str, answer: str) -> str:
+        words = [w for w in _WORD.findall(question.lower()) if w not in _STOP]
+        return f"{answer} ({max(words, key=len)})" if words else answer
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [Completion(_CODEC.encode([Add(self._fact(q, a))
+                                          for q, a in info["privileged"]["answers"]]))
+                for info in infos]
+
+
+BASELINES = {p.name: p for p in (OraclePolicy, Mem0LikePolicy, StoreAllPolicy, NoopPolicy)}

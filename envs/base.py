@@ -1,0 +1,102 @@
+"""What every memgym env shares: text spaces, the standard ``info`` keys, snapshot/restore.
+
+Every env subclasses :class:`MemgymEnv` and
+
+* uses :func:`text_space` for its observation and action spaces (one broad charset, so
+  gymnasium's ``Text`` checks are cheap and observations of any corpus fit after :func:`clean`);
+* returns :func:`step_info` from ``step`` (``ops``, ``op_results``, ``parse_error``,
+  ``reward_terms``, ``segment_end``; the runner records exactly these);
+* lists its episode-state attributes in ``state_attrs`` so :meth:`MemgymEnv.snapshot` /
+  :meth:`MemgymEnv.restore` can fork an episode exactly;
+* sets ``max_steps``, the declared limit within which every episode terminates or truncates;
+* may put gold data for oracle baselines under ``info["privileged"]`` (never in the
+  observation: a learned policy never sees it).
+"""
+
+from __future__ import annotations
+
+import copy
+import string
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+from gymnasium import spaces
+
+from memgym.codecs import ParseResult
+from memgym.ops import OpResult, op_to_dict
+
+
+def _charset() -> str:
+    # Letters, digits, punctuation, symbols and spaces of the BMP up to CJK (U+0020-U+9FFF):
+    # ~38k chars, cheap for gymnasium's Text (a full-Unicode charset costs 2 s and 0.7 GB).
+    chars = {chr(c) for c in range(0x20, 0xA000)
+             if unicodedata.category(chr(c))[0] in "LNPS" or unicodedata.category(chr(c)) == "Zs"}
+    return "".join(sorted(chars | set(string.whitespace)))
+
+
+CHARSET = _charset()
+_CHARSET = frozenset(CHARSET)
+
+
+def clean(text: str) -> str:
+    """``text`` with every character outside :data:`CHARSET` replaced by ``?``."""
+    return "".join(ch if ch in _CHARSET else "?" for ch in text)
+
+
+def text_space(max_length: int) -> spaces.Text:
+    """A ``Text`` space over :data:`CHARSET` that admits the empty string."""
+    return spaces.Text(max_length=max_length, min_length=0, charset=CHARSET)
+
+
+def step_info(parsed: ParseResult, results: Sequence[OpResult], terms: dict[str, float],
+              segment_end: str | None, **extra: Any) -> dict[str, Any]:
+    """The standard ``info`` of a step.
+
+    Args:
+        parsed: The codec's parse of the action (``parse_error`` is its error, or None).
+        results: What applying each parsed op did.
+        terms: Named reward terms; the step reward is their sum.
+        segment_end: Why a training segment ends after this step (``edit``, ``overwrite``,
+            ``end``) or None when the next prompt extends this one.
+        **extra: Env-specific keys.
+
+    Returns:
+        ``{"ops", "op_results", "parse_error", "reward_terms", "segment_end", **extra}``.
+    """
+    return {"ops": [op_to_dict(op) for op in parsed.ops],
+            "op_results": [r.to_dict() for r in results],
+            "parse_error": parsed.error.to_dict() if parsed.error else None,
+            "reward_terms": dict(terms), "segment_end": segment_end, **extra}
+
+
+@dataclass(frozen=True)
+class EnvSnapshot:
+    """Opaque episode state of a :class:`MemgymEnv` (deep copies; restoring does not alias)."""
+
+    state: dict[str, Any]
+    rng_state: dict[str, Any] | None
+
+
+class MemgymEnv(gym.Env[str, str]):
+    """Base of memgym's text envs (see the module docstring for the contract)."""
+
+    metadata: ClassVar[dict] = {"render_modes": []}
+    state_attrs: ClassVar[tuple[str, ...]] = ()
+    max_steps: int
+
+    def snapshot(self) -> EnvSnapshot:
+        """The current episode state, to :meth:`restore` later (fork, replay)."""
+        state = {name: copy.deepcopy(getattr(self, name)) for name in self.state_attrs
+                 if hasattr(self, name)}
+        rng = self._np_random.bit_generator.state if self._np_random is not None else None
+        return EnvSnapshot(state, copy.deepcopy(rng))
+
+    def restore(self, snap: EnvSnapshot) -> None:
+        """Put the env back in the state of ``snap``; the episode continues identically."""
+        for name, value in snap.state.items():
+            setattr(self, name, copy.deepcopy(value))
+        if snap.rng_state is not None:
+            self.np_random.bit_generator.state = copy.deepcopy(snap.rng_state)

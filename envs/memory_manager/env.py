@@ -1,0 +1,154 @@
+"""``memgym/LoCoMoMemoryManager-v0``: Memory-R1's memory manager over any task source."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from memgym.codecs import Mem0JsonCodec
+from memgym.envs.answerers import Answerer, Question, RecallAnswerer
+from memgym.envs.base import MemgymEnv, clean, step_info, text_space
+from memgym.envs.sources import TaskSource, make_source
+from memgym.errors import ConfigError
+from memgym.memory import MemoryBank
+from memgym.retrieval import BM25Index
+
+INSTRUCTIONS = (
+    "You manage a memory bank about a conversation. Reply with JSON only: "
+    '{"memory": [{"event": "ADD", "text": "<new fact>"}]}. '
+    'Events: ADD a new fact; UPDATE {"id", "text"} to refine a memory; DELETE {"id"} a wrong '
+    'memory; NONE if nothing is worth keeping.'
+)
+
+
+class MemoryManagerEnv(MemgymEnv):
+    """Memory-R1's memory manager: read a stream item by item and edit a memory bank.
+
+    An episode is one instance of the task source (default LoCoMo: a seeded window of
+    ``window`` dialogue turns that holds the full evidence of at least one QA pair). At each step
+    the policy sees the new item and the ``related_k`` memories most related to it (BM25), and
+    answers with Mem0/Memory-R1 JSON ops. After the last item an *answer agent* answers the
+    instance's questions from the bank.
+
+    ## Action Space
+    ``Text(max_length=max_action_chars)``: the policy's raw text, parsed by
+    :class:`memgym.codecs.Mem0JsonCodec`. Text that does not parse is a valid action: it applies
+    no op and is penalized.
+
+    ## Observation Space
+    ``Text(max_length=16384)`` over :data:`memgym.envs.base.CHARSET`: the instructions, the
+    item's date, the new item (``speaker: text``) and the related memories as ``[id] text``.
+
+    ## Rewards
+    ``format``: ``-format_penalty`` on a step whose action does not parse, else 0.
+    ``qa``: on the last step, the mean score in [0, 1] of the answer agent over the instance's
+    questions (``answerer="recall"``: max token-F1 of the top-k retrieved memories; an
+    :class:`LLMAnswerer` gives Memory-R1's frozen-answerer F1/EM). The step reward is their sum.
+
+    ## Starting State
+    An empty memory bank; the first item of the instance.
+
+    ## Episode End
+    Terminates after the instance's last item (``max_steps`` = the source's longest stream for
+    finite sources). Never truncates.
+
+    ## Info
+    ``ops``, ``op_results``, ``parse_error``, ``reward_terms``, ``segment_end`` (``"overwrite"``:
+    each prompt is rebuilt, so every step is its own segment; ``"end"`` on the last step),
+    ``bank_size``, ``turn`` (the next item: id, speaker, date, text), on the last step ``qa`` (one
+    record per question with prediction and score), and ``privileged["answers"]``: the
+    ``(question, answer)`` pairs whose last evidence is the current item (for the oracle).
+
+    ## Arguments
+    ``source`` (a registered source name or a :class:`TaskSource`; ``locomo`` takes ``window``,
+    ``include_adversarial``, ``data_path``), ``split`` (``train`` / ``val`` / ``test``),
+    ``related_k``, ``answerer`` (``"recall"`` or an :class:`Answerer`), ``answer_top_k``,
+    ``format_penalty``, ``max_action_chars``, ``max_entries``, ``max_memory_chars``,
+    ``**source_kwargs`` (forwarded to the source).
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    state_attrs = ("instance", "bank", "t")
+
+    def __init__(self, source: str | TaskSource = "locomo", split: str = "train",
+                 related_k: int = 3, answerer: str | Answerer = "recall", answer_top_k: int = 5,
+                 format_penalty: float = 0.1, max_action_chars: int = 2000,
+                 max_entries: int | None = None, max_memory_chars: int = 500,
+                 max_steps: int = 64, **source_kwargs: Any) -> None:
+        if isinstance(answerer, str):
+            if answerer != "recall":
+                raise ConfigError(f"answerer must be 'recall' or an Answerer, got {answerer!r}")
+            answerer = RecallAnswerer(top_k=answer_top_k)
+        self.answerer = answerer
+        self.source = make_source(source, split, **source_kwargs)
+        self.related_k, self.format_penalty = related_k, format_penalty
+        self.max_entries, self.max_memory_chars = max_entries, max_memory_chars
+        self.max_steps = max_steps
+        self.codec = Mem0JsonCodec()
+        self.observation_space = text_space(16384)
+        self.action_space = text_space(max_action_chars)
+        self.bank = MemoryBank(max_entries, max_memory_chars)
+
+    def _observation(self) -> str:
+        item = self.instance.items[self.t]
+        query = f"{item.speaker} {item.text}"
+        entries = self.bank.entries()
+        hits = BM25Index([e.text for e in entries]).search(query, self.related_k)
+        related = "\n".join(f"[{entries[i].id}] {entries[i].text}" for i, _ in hits)
+        speaker = f"{item.speaker}: " if item.speaker else ""
+        return clean(f"{INSTRUCTIONS}\nDate: {item.date}\nNew turn: {speaker}{item.text}\n"
+                     f"Related memories:\n{related or '(none)'}")
+
+    def _item_info(self) -> dict[str, Any]:
+        item = self.instance.items[self.t]
+        answers = [(q.question, q.answers[0]) for q in self.instance.questions
+                   if q.answers and q.evidence and q.evidence[-1] == item.id]
+        return {"turn": {"id": item.id, "speaker": item.speaker, "date": item.date,
+                         "text": item.text},
+                "privileged": {"answers": answers}}
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[str, dict]:
+        """Start an episode. ``options={"episode": i}`` picks instance ``i`` of a finite source
+        instead of a seeded draw.
+
+        Raises:
+            ConfigError: ``options["episode"]`` is out of range, or the source's instance is
+                longer than ``max_steps``.
+        """
+        super().reset(seed=seed)
+        index = (options or {}).get("episode")
+        self.instance = (self.source.sample(self.np_random) if index is None
+                         else self.source.instance(index))
+        if not 0 < len(self.instance.items) <= self.max_steps:
+            raise ConfigError(f"instance {self.instance.id} has {len(self.instance.items)} "
+                              f"items; expected 1..max_steps={self.max_steps}")
+        self.bank = MemoryBank(self.max_entries, self.max_memory_chars)
+        self.t = 0
+        info = {"instance": self.instance.id, "num_questions": len(self.instance.questions),
+                "bank_size": 0, **self._item_info()}
+        return self._observation(), info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        """Apply the ops in ``action`` for the current item and move to the next item."""
+        item = self.instance.items[self.t]
+        parsed = self.codec.decode(action if isinstance(action, str) else str(action))
+        results = self.bank.apply_all(parsed.ops, step=self.t, provenance=item.id)
+        terms = {"format": 0.0 if parsed.ok else -self.format_penalty, "qa": 0.0}
+        self.t += 1
+        terminated = self.t >= len(self.instance.items)
+        extra: dict[str, Any] = {"bank_size": len(self.bank)}
+        if terminated:
+            questions = [Question(q.question, q.answers) for q in self.instance.questions]
+            answered = self.answerer.answer(questions, self.bank)
+            terms["qa"] = float(np.mean([a.score for a in answered])) if answered else 0.0
+            extra["qa"] = [a.__dict__ for a in answered]
+            observation = ""
+        else:
+            extra.update(self._item_info())
+            observation = self._observation()
+        info = step_info(parsed, results, terms, "end" if terminated else "overwrite", **extra)
+        return observation, float(sum(terms.values())), terminated, False, info
