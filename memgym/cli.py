@@ -77,17 +77,34 @@ def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to
 
 
 @app.command(name="eval")
-def eval_(env_id: str, policy: Annotated[list[str], typer.Option(help="Repeatable")],
+def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
+              help="Env ids (default: every registered env)")] = None,
+          policy: Annotated[list[str] | None, typer.Option(
+              help="'baselines' (each env's own), a baseline name, 'smollm2' or a model "
+                   "directory; repeatable")] = None,
           episodes: int = 16, num_envs: int = 16, max_new_tokens: int = 48,
+          markdown: Annotated[Path | None, typer.Option(help="Also write the table here")] = None,
           env_kw: EnvKw = None) -> None:
-    """Mean return of each policy over the same fixed-seed episodes (LLMs decode greedily)."""
-    from memgym.train import evaluate, print_table
+    """Mean return of each policy on each env over the same fixed-seed episodes (LLMs decode
+    greedily); one table for all."""
+    from memgym.envs import ENVS, baselines
+    from memgym.train import evaluate, markdown_table, print_table
 
-    results = [evaluate(_policy(env_id, p, 0.0, max_new_tokens, 0), env_id, _kv(env_kw), episodes,
-                        num_envs)[0] for p in policy]
-    for spec, r in zip(policy, results, strict=True):
-        r.policy = spec
-    print_table(console, f"{env_id} {_kv(env_kw)}", results)
+    rows = []
+    llms: dict[str, object] = {}  # one engine per model, shared across envs
+    for env_id in env_ids or list(ENVS):
+        names = [n for p in (policy or ["baselines"])
+                 for n in (baselines(env_id) if p == "baselines" else [p])]
+        for name in names:
+            if name not in baselines(env_id) and name not in llms:
+                llms[name] = _policy(env_id, name, 0.0, max_new_tokens, 0)
+            agent = llms.get(name) or _policy(env_id, name, 0.0, max_new_tokens, 0)
+            result = evaluate(agent, env_id, _kv(env_kw), episodes, num_envs)[0]
+            result.policy = name
+            rows.append((env_id, result))
+    print_table(console, f"mean return over {episodes} fixed-seed episodes {_kv(env_kw)}", rows)
+    if markdown is not None:
+        markdown.write_text(markdown_table(rows))
 
 
 @app.command()

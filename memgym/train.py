@@ -94,15 +94,28 @@ def with_lora(model, lora: LoraConfig | None):
         target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
 
-def print_table(console: Console, title: str, results: list[EvalResult]) -> None:
-    """Print evaluation results as a rich table."""
+def print_table(console: Console, title: str,
+                results: list[EvalResult] | list[tuple[str, EvalResult]]) -> None:
+    """Print evaluation results (optionally ``(env id, result)`` pairs) as a rich table."""
+    rows = [r if isinstance(r, tuple) else ("", r) for r in results]
+    with_env = any(env for env, _ in rows)
     table = Table(title=title)
-    for col in ("policy", "mean return", "std", "episodes", "parse errors"):
+    for col in (("env",) if with_env else ()) + ("policy", "mean return", "std", "episodes",
+                                                  "parse errors"):
         table.add_column(col)
-    for r in results:
-        table.add_row(r.policy, f"{r.mean:.4f}", f"{r.std:.4f}", str(r.episodes),
-                      f"{r.parse_error_rate:.1%}")
+    for env, r in rows:
+        table.add_row(*((env,) if with_env else ()), r.policy, f"{r.mean:.4f}", f"{r.std:.4f}",
+                      str(r.episodes), f"{r.parse_error_rate:.1%}")
     console.print(table)
+
+
+def markdown_table(rows: list[tuple[str, EvalResult]]) -> str:
+    """``(env id, result)`` rows as a GitHub-flavoured markdown table."""
+    lines = ["| env | policy | mean return | std | episodes | parse errors |",
+             "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {env} | {r.policy} | {r.mean:.4f} | {r.std:.4f} | {r.episodes} | "
+              f"{r.parse_error_rate:.1%} |" for env, r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def train(config: TrainConfig, console: Console | None = None) -> dict:

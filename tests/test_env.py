@@ -1,12 +1,8 @@
 import gymnasium as gym
 import pytest
-from gymnasium.utils.env_checker import check_env
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from memgym.codecs import Mem0JsonCodec
 from memgym.data import find_data_file
-from memgym.envs import ENVS
 from memgym.envs.locomo import load_locomo
 from memgym.errors import ConfigError, DataNotFoundError
 from memgym.ops import Add, Delete, Update
@@ -14,14 +10,6 @@ from memgym.ops import Add, Delete, Update
 from .conftest import ENV_ID
 
 codec = Mem0JsonCodec()
-
-
-@pytest.mark.parametrize("env_id", sorted(ENVS))
-def test_check_env(env_id):
-    env = gym.make(env_id)
-    check_env(env.unwrapped, skip_render_check=True)
-    obs, _ = env.reset(seed=0)
-    assert env.observation_space.contains(obs)
 
 
 def test_locomo_loader_real_data():
@@ -66,17 +54,6 @@ def test_episode_scores_window_questions_with_recall_answerer():
     assert term and info["bank_size"] == len(turns)
     assert total == pytest.approx(sum(q["score"] for q in info["qa"]) / len(info["qa"]))
     assert 0.0 <= total <= 1.0
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.text(max_size=200), min_size=1, max_size=3))
-def test_malformed_actions_are_data_not_crashes(actions):
-    env = gym.make(ENV_ID, window=3).unwrapped
-    env.reset(seed=1)
-    for action in actions:
-        info = env.step(action)[4]
-        if info["parse_error"] is not None:
-            assert info["reward_terms"]["format"] == -0.1 and info["ops"] == []
 
 
 def test_bad_config_and_missing_data_are_typed_errors(tmp_path):

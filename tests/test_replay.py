@@ -48,3 +48,14 @@ def test_baselines_rank_on_validation():
 def test_cli_lists_envs():
     result = CliRunner().invoke(app, ["envs"])
     assert result.exit_code == 0 and ENV_ID in result.output
+
+
+def test_eval_command_writes_one_table_for_envs_and_policies(tmp_path):
+    out = tmp_path / "table.md"
+    result = CliRunner().invoke(app, ["eval", ENV_ID, "--policy", "oracle", "--policy", "noop",
+                                      "--episodes", "3", "--markdown", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines()[2:]]
+    means = {policy.strip(): float(mean) for env, policy, mean, *_ in rows}
+    assert {env.strip() for env, *_ in rows} == {ENV_ID}
+    assert means["oracle"] > means["noop"] == 0.0

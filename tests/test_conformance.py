@@ -1,0 +1,160 @@
+"""The conformance suite: every env in ``memgym.envs.ENVS`` gets these checks for free.
+
+Actions come from each env's own scripted baselines (valid actions that move the episode the
+way a real policy would) and from hypothesis (malformed text).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memgym.envs import ENVS, baselines
+from memgym.envs.base import MemgymEnv
+
+ENV_IDS = sorted(ENVS)
+SEEDS = (0, 1, 2)
+STANDARD_INFO = {"ops", "op_results", "parse_error", "reward_terms", "segment_end"}
+
+
+def _policies(env_id):
+    return [cls() for cls in baselines(env_id).values()]
+
+
+def _episode(env, seed, policy, limit):
+    """Play one episode; returns the trace of everything an episode exposes."""
+    obs, info = env.reset(seed=seed)
+    trace = [obs]
+    for _ in range(limit):
+        action = policy.act([obs], [info])[0].text
+        obs, reward, terminated, truncated, info = env.step(action)
+        trace.append((action, obs, reward, terminated, truncated, info["segment_end"],
+                      info["reward_terms"], info["op_results"], info["parse_error"]))
+        if terminated or truncated:
+            break
+    return trace
+
+
+@pytest.fixture(scope="module", params=ENV_IDS)
+def env_id(request):
+    return request.param
+
+
+def test_make_and_check_env(env_id):
+    env = gym.make(env_id)
+    assert isinstance(env.unwrapped, MemgymEnv)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert isinstance(obs, str) and obs and env.observation_space.contains(obs)
+    assert isinstance(env.unwrapped.max_steps, int) and env.unwrapped.max_steps >= 1
+
+
+def test_baselines_are_declared(env_id):
+    names = set(baselines(env_id))
+    assert {"oracle", "noop"} <= names and len(names) >= 3, names
+
+
+def test_steps_return_the_standard_info_and_end_within_the_limit(env_id):
+    env = gym.make(env_id)
+    limit = env.unwrapped.max_steps
+    for policy in _policies(env_id):
+        for seed in SEEDS:
+            trace = _episode(env, seed, policy, limit)
+            *_, last = trace
+            assert last[3] or last[4], f"{policy.name} seed {seed}: no end within {limit} steps"
+            assert last[5] is not None, "the last step must end a segment"
+            for (_, obs, reward, *_, terms, _, _) in trace[1:]:
+                assert isinstance(reward, float) and reward == pytest.approx(sum(terms.values()))
+                assert env.observation_space.contains(obs)
+    _, info = env.reset(seed=0)
+    step_info = env.step(_policies(env_id)[0].act([""], [info])[0].text)[4]
+    assert set(step_info) >= STANDARD_INFO
+
+
+def test_same_seed_and_actions_give_the_same_episode(env_id):
+    for policy in _policies(env_id):
+        a = _episode(gym.make(env_id), 7, policy, 1000)
+        b = _episode(gym.make(env_id), 7, policy, 1000)
+        assert a == b, policy.name
+    firsts = {gym.make(env_id).reset(seed=s)[0] for s in range(6)}
+    assert len(firsts) > 1, "different seeds should give different episodes"
+
+
+def test_snapshot_restore_continues_identically(env_id):
+    oracle = baselines(env_id)["oracle"]()
+    env = gym.make(env_id).unwrapped
+    full = _episode(env, 3, oracle, env.max_steps)
+    if len(full) < 3:
+        pytest.skip("single-step env: nothing to fork mid-episode")
+    obs, info = env.reset(seed=3)
+    obs, _, _, _, info = env.step(oracle.act([obs], [info])[0].text)
+    snap = env.snapshot()
+    rest = []
+    for _ in range(2):  # continue, then rewind and continue again
+        env.restore(snap)
+        o, i, steps = obs, info, []
+        for _ in range(env.max_steps):
+            action = oracle.act([o], [i])[0].text
+            o, r, term, trunc, i = env.step(action)
+            steps.append((action, o, r, term, trunc, i["segment_end"], i["reward_terms"],
+                          i["op_results"], i["parse_error"]))
+            if term or trunc:
+                break
+        rest.append(steps)
+    assert rest[0] == rest[1] == full[2:]
+
+
+MALFORMED = st.one_of(
+    st.text(max_size=300),
+    st.text(alphabet='{}[]":,<>/ \\\nabcdeventxmlADUPTNOE0123456789', max_size=200),
+    st.builds(lambda a, b: a + b, st.sampled_from(
+        ['{"memory": [', "<think>", "<search>", "<answer>", "<ranking>", "<tool_call>",
+         '{"name": "search", "arguments": ', "FINAL_ANSWER:", "\\boxed{", "Updated memory:"]),
+        st.text(max_size=120)),
+)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_malformed_actions_are_penalized_data(env_id):
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    seen = {"steps": 0}
+
+    @settings(max_examples=1000, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(MALFORMED)
+    def check(action):
+        _, reward, terminated, truncated, info = env.step(action)
+        seen["steps"] += 1
+        assert isinstance(reward, float)
+        if info["parse_error"] is not None:
+            assert set(info["parse_error"]) == {"position", "reason"}
+            assert info["ops"] == [] and min(info["reward_terms"].values()) < 0, info
+        if terminated or truncated:
+            env.reset(seed=seen["steps"] % 7)
+            seen["steps"] = 0
+        assert seen["steps"] < env.max_steps, "the episode outlived its declared limit"
+
+    check()
+
+
+@pytest.mark.parametrize("vector", ["sync", "async"])
+def test_vector_envs_return_the_text_observations(env_id, vector):
+    seeds, oracle = [11, 12], baselines(env_id)["oracle"]()
+    singles = [gym.make(env_id) for _ in seeds]
+    resets = [env.reset(seed=s) for env, s in zip(singles, seeds, strict=True)]
+    actions = [oracle.act([o], [i])[0].text for o, i in resets]
+    stepped = [env.step(a)[0] for env, a in zip(singles, actions, strict=True)]
+    vec = gym.make_vec(env_id, num_envs=2, vectorization_mode=vector,
+                       vector_kwargs={"shared_memory": False} if vector == "async" else {})
+    try:
+        obs, _ = vec.reset(seed=seeds)
+        assert list(obs) == [o for o, _ in resets]
+        step_obs = vec.step(np.array(actions, dtype=object))[0]
+        assert list(step_obs) == stepped  # autoreset (next-step mode) keeps the final obs
+    finally:
+        vec.close()
