@@ -41,6 +41,11 @@ ENVS: dict[str, EnvEntry] = {
         "Memory-R1 memory manager on LoCoMo: ADD/UPDATE/DELETE/NONE per dialogue turn, "
         "rewarded by a frozen answer agent",
         "memgym.envs.memory_manager.baselines:BASELINES", {"source": "locomo"}),
+    "memgym/Mem1-v0": EnvEntry(
+        "memgym.envs.mem1:Mem1Env",
+        "MEM1 constant memory: <think> state + <search>/<answer> over BM25 (HotpotQA + NQ), "
+        "k-objective questions, reward = sum of EM",
+        "memgym.envs.mem1.baselines:BASELINES", {"k": 2}),
 }
 
 register_source("locomo", LoCoMoSource)

@@ -71,7 +71,15 @@ class Answer:
     kind: Literal["answer"] = field(default="answer", init=False)
 
 
-MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer
+@dataclass(frozen=True)
+class SetState:
+    """Replace the agent's internal state with ``text`` (MEM1's ``<think>`` rewrite)."""
+
+    text: str
+    kind: Literal["set_state"] = field(default="set_state", init=False)
+
+
+MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer | SetState
 
 _OP_TYPES: dict[str, type] = {
     "add": Add,
@@ -81,6 +89,7 @@ _OP_TYPES: dict[str, type] = {
     "retrieve": Retrieve,
     "edit_context": EditContext,
     "answer": Answer,
+    "set_state": SetState,
 }
 
 

@@ -1,0 +1,118 @@
+"""MEM1's XML-tag action format (also Search-R1's).
+
+Canonical form::
+
+    <think>internal state</think>
+    <search>query</search>          or          <answer>answer 1; answer 2</answer>
+
+Decoding is lenient where small policies drift and strict where the meaning would be ambiguous:
+
+* tag names are case-insensitive; text outside the tags is ignored (so is a hallucinated
+  ``<information>`` block);
+* the final action tag may be left unclosed (generation often stops at the ``</search>`` stop
+  string, which is then cut off): its content runs to the end of the text;
+* ``<think>`` is optional unless ``require_think``: without it no :class:`SetState` op is
+  produced (MEM1's env then keeps an empty internal state, which is its own cost);
+* errors: no ``<search>``/``<answer>``, both of them, either one twice, more than one
+  ``<think>``, an unclosed ``<think>``, an empty query.
+
+Ops: ``(SetState(think)?, Retrieve(query, top_k))`` or ``(SetState(think)?, Answer(text))``, with
+surrounding whitespace stripped from every field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from memgym.codecs.base import ParseError, ParseResult
+from memgym.ops import Answer, MemoryOp, Retrieve, SetState
+
+_OPEN = {name: re.compile(rf"<{name}>", re.IGNORECASE) for name in ("think", "search", "answer")}
+_CLOSE = {name: re.compile(rf"</{name}>", re.IGNORECASE) for name in ("think", "search", "answer")}
+
+
+def _blocks(text: str, name: str) -> list[tuple[int, str, bool]]:
+    """Every ``<name>…</name>`` block as (start offset, content, closed)."""
+    out, pos = [], 0
+    while (m := _OPEN[name].search(text, pos)) is not None:
+        end = _CLOSE[name].search(text, m.end())
+        if end is None:
+            out.append((m.start(), text[m.end():], False))
+            break
+        out.append((m.start(), text[m.end():end.start()], True))
+        pos = end.end()
+    return out
+
+
+class XmlTagsCodec:
+    """``<think>``/``<search>``/``<answer>`` text ⇄ ``SetState``/``Retrieve``/``Answer`` ops.
+
+    Args:
+        top_k: The ``k`` of the ``Retrieve`` op a ``<search>`` decodes to (passages returned).
+        require_think: Make a missing ``<think>`` block a parse error.
+    """
+
+    name = "xml_tags"
+
+    def __init__(self, top_k: int = 3, require_think: bool = False) -> None:
+        self.top_k, self.require_think = top_k, require_think
+
+    def decode(self, text: str) -> ParseResult:
+        """Parse ``text`` (see the module docs); returns a :class:`ParseResult`, never raises."""
+        thinks = _blocks(text, "think")
+        if len(thinks) > 1:
+            return ParseResult((), ParseError(thinks[1][0], "expected one <think> block, got "
+                                                             f"{len(thinks)}"))
+        if thinks and not thinks[0][2]:
+            return ParseResult((), ParseError(thinks[0][0], "unclosed <think>"))
+        if not thinks and self.require_think:
+            return ParseResult((), ParseError(0, "expected a <think> block, found none"))
+        rest = text
+        if thinks:  # an action tag inside <think> is part of the state, not an action
+            start = thinks[0][0]
+            end = _CLOSE["think"].search(text, start).end()  # type: ignore[union-attr]
+            rest = text[:start] + " " * (end - start) + text[end:]
+        searches, answers = _blocks(rest, "search"), _blocks(rest, "answer")
+        if searches and answers:
+            position = max(searches[0][0], answers[0][0])
+            return ParseResult((), ParseError(position, "expected one of <search> or <answer>, "
+                                                        "got both"))
+        actions = searches or answers
+        if not actions:
+            return ParseResult((), ParseError(len(text), "expected <search> or <answer>, "
+                                                         "found neither"))
+        kind = "search" if searches else "answer"
+        if len(actions) > 1:
+            return ParseResult((), ParseError(actions[1][0], f"expected one <{kind}> block, "
+                                                             f"got {len(actions)}"))
+        position, content, _ = actions[0]
+        content = content.strip()
+        ops: list[MemoryOp] = [SetState(thinks[0][1].strip())] if thinks else []
+        if kind == "search":
+            if not content:
+                return ParseResult((), ParseError(position, "empty <search> query"))
+            ops.append(Retrieve(content, self.top_k))
+        else:
+            ops.append(Answer(content))
+        return ParseResult(tuple(ops))
+
+    def encode(self, ops: Sequence[MemoryOp]) -> str:
+        """Render ops in the canonical form (texts are not escaped: they must not contain the
+        closing tags).
+
+        Raises:
+            TypeError: An op other than ``SetState``/``Retrieve``/``Answer`` (a programming
+                error).
+        """
+        parts = []
+        for op in ops:
+            if isinstance(op, SetState):
+                parts.append(f"<think>{op.text}</think>")
+            elif isinstance(op, Retrieve):
+                parts.append(f"<search>{op.query}</search>")
+            elif isinstance(op, Answer):
+                parts.append(f"<answer>{op.text}</answer>")
+            else:
+                raise TypeError(f"the XML-tag format has no tag for {type(op).__name__}")
+        return "\n".join(parts)
