@@ -71,7 +71,15 @@ class Answer:
     kind: Literal["answer"] = field(default="answer", init=False)
 
 
-MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer
+@dataclass(frozen=True)
+class Overwrite:
+    """Replace the whole memory with ``text`` (MemAgent's "Updated memory:")."""
+
+    text: str
+    kind: Literal["overwrite"] = field(default="overwrite", init=False)
+
+
+MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer | Overwrite
 
 _OP_TYPES: dict[str, type] = {
     "add": Add,
@@ -81,6 +89,7 @@ _OP_TYPES: dict[str, type] = {
     "retrieve": Retrieve,
     "edit_context": EditContext,
     "answer": Answer,
+    "overwrite": Overwrite,
 }
 
 
