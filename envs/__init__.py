@@ -12,6 +12,7 @@ from importlib import import_module
 from gymnasium.envs.registration import register
 
 from memgym.envs.locomo.source import LoCoMoSource
+from memgym.envs.memagent.source import HotpotHaystackSource
 from memgym.envs.memory_manager import MemoryManagerEnv
 from memgym.envs.sources import SOURCES, make_source, register_source
 from memgym.errors import ConfigError
@@ -46,9 +47,15 @@ ENVS: dict[str, EnvEntry] = {
         "MEM1 constant memory: <think> state + <search>/<answer> over BM25 (HotpotQA + NQ), "
         "k-objective questions, reward = sum of EM",
         "memgym.envs.mem1.baselines:BASELINES", {"k": 2}),
+    "memgym/MemAgent-v0": EnvEntry(
+        "memgym.envs.memagent:MemAgentEnv",
+        "MemAgent overwrite reader on HotpotQA in a haystack: rewrite a bounded memory per "
+        "chunk, answer in \\boxed{}, rewarded by exact match",
+        "memgym.envs.memagent.baselines:BASELINES", {"source": "hotpotqa-haystack"}),
 }
 
 register_source("locomo", LoCoMoSource)
+register_source("hotpotqa-haystack", HotpotHaystackSource)
 
 for _env_id, _entry in ENVS.items():
     register(id=_env_id, entry_point=_entry.entry_point, kwargs=_entry.kwargs)

@@ -79,7 +79,15 @@ class SetState:
     kind: Literal["set_state"] = field(default="set_state", init=False)
 
 
-MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer | SetState
+@dataclass(frozen=True)
+class Overwrite:
+    """Replace the whole memory with ``text`` (MemAgent's "Updated memory:")."""
+
+    text: str
+    kind: Literal["overwrite"] = field(default="overwrite", init=False)
+
+
+MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer | SetState | Overwrite
 
 _OP_TYPES: dict[str, type] = {
     "add": Add,
@@ -90,6 +98,7 @@ _OP_TYPES: dict[str, type] = {
     "edit_context": EditContext,
     "answer": Answer,
     "set_state": SetState,
+    "overwrite": Overwrite,
 }
 
 
