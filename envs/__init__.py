@@ -41,6 +41,11 @@ ENVS: dict[str, EnvEntry] = {
         "Memory-R1 memory manager on LoCoMo: ADD/UPDATE/DELETE/NONE per dialogue turn, "
         "rewarded by a frozen answer agent",
         "memgym.envs.memory_manager.baselines:BASELINES", {"source": "locomo"}),
+    "memgym/MemAct-v0": EnvEntry(
+        "memgym.envs.memact:MemActEnv",
+        "MemAct/DCPO context curation on HotpotQA: BM25 search, prune_context by tool-call id "
+        "under a token budget, FINAL_ANSWER judged by EM",
+        "memgym.envs.memact.baselines:BASELINES", {}),
 }
 
 register_source("locomo", LoCoMoSource)
