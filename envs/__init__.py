@@ -52,6 +52,11 @@ ENVS: dict[str, EnvEntry] = {
         "MemAgent overwrite reader on HotpotQA in a haystack: rewrite a bounded memory per "
         "chunk, answer in \\boxed{}, rewarded by exact match",
         "memgym.envs.memagent.baselines:BASELINES", {"source": "hotpotqa-haystack"}),
+    "memgym/MemAct-v0": EnvEntry(
+        "memgym.envs.memact:MemActEnv",
+        "MemAct/DCPO context curation on HotpotQA: BM25 search, prune_context by tool-call id "
+        "under a token budget, FINAL_ANSWER judged by EM",
+        "memgym.envs.memact.baselines:BASELINES", {}),
 }
 
 register_source("locomo", LoCoMoSource)

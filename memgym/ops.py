@@ -103,8 +103,9 @@ _OP_TYPES: dict[str, type] = {
 
 
 def op_to_dict(op: MemoryOp) -> dict:
-    """Serialize an op to a JSON-ready dict with a ``kind`` key."""
-    return asdict(op)
+    """Serialize an op to a JSON-ready dict with a ``kind`` key (tuple fields become lists, so
+    the dict equals its own JSON round trip)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(op).items()}
 
 
 def op_from_dict(data: dict) -> MemoryOp:
