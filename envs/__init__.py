@@ -41,6 +41,11 @@ ENVS: dict[str, EnvEntry] = {
         "Memory-R1 memory manager on LoCoMo: ADD/UPDATE/DELETE/NONE per dialogue turn, "
         "rewarded by a frozen answer agent",
         "memgym.envs.memory_manager.baselines:BASELINES", {"source": "locomo"}),
+    "memgym/MemSifter-v0": EnvEntry(
+        "memgym.envs.memsifter:MemSifterEnv",
+        "MemSifter retrieval as ranking on LoCoMo: rank candidate sessions for a question, "
+        "rewarded by the DCG-weighted answer-F1 gain over no memory",
+        "memgym.envs.memsifter.baselines:BASELINES"),
 }
 
 register_source("locomo", LoCoMoSource)

@@ -71,7 +71,16 @@ class Answer:
     kind: Literal["answer"] = field(default="answer", init=False)
 
 
-MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer
+@dataclass(frozen=True)
+class Rank:
+    """Order candidates by usefulness, most useful first (MemSifter's ``<ranking>``); ``order``
+    holds candidate indices as written (the env drops duplicates and out-of-range ones)."""
+
+    order: tuple[int, ...]
+    kind: Literal["rank"] = field(default="rank", init=False)
+
+
+MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer | Rank
 
 _OP_TYPES: dict[str, type] = {
     "add": Add,
@@ -81,12 +90,14 @@ _OP_TYPES: dict[str, type] = {
     "retrieve": Retrieve,
     "edit_context": EditContext,
     "answer": Answer,
+    "rank": Rank,
 }
 
 
 def op_to_dict(op: MemoryOp) -> dict:
-    """Serialize an op to a JSON-ready dict with a ``kind`` key."""
-    return asdict(op)
+    """Serialize an op to a JSON-ready dict with a ``kind`` key (tuple fields become lists, so
+    the dict equals its own JSON round trip)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(op).items()}
 
 
 def op_from_dict(data: dict) -> MemoryOp:
@@ -99,9 +110,8 @@ def op_from_dict(data: dict) -> MemoryOp:
     cls = _OP_TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise SchemaError(f"expected an op kind in {sorted(_OP_TYPES)}, got {kind!r}")
-    fields = {k: v for k, v in data.items() if k != "kind"}
-    if cls is EditContext:
-        fields["delete_ids"] = tuple(fields.get("delete_ids", ()))
+    # JSON has no tuples: list fields (EditContext.delete_ids, Rank.order) become tuples again.
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "kind"}
     try:
         return cls(**fields)
     except TypeError as exc:

@@ -2,5 +2,6 @@
 
 from memgym.codecs.base import Codec, ParseError, ParseResult
 from memgym.codecs.mem0_json import Mem0JsonCodec
+from memgym.codecs.ranking import RankingCodec
 
-__all__ = ["Codec", "Mem0JsonCodec", "ParseError", "ParseResult"]
+__all__ = ["Codec", "Mem0JsonCodec", "ParseError", "ParseResult", "RankingCodec"]
