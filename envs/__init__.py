@@ -57,6 +57,11 @@ ENVS: dict[str, EnvEntry] = {
         "MemAct/DCPO context curation on HotpotQA: BM25 search, prune_context by tool-call id "
         "under a token budget, FINAL_ANSWER judged by EM",
         "memgym.envs.memact.baselines:BASELINES", {}),
+    "memgym/MemSifter-v0": EnvEntry(
+        "memgym.envs.memsifter:MemSifterEnv",
+        "MemSifter retrieval as ranking on LoCoMo: rank candidate sessions for a question, "
+        "rewarded by the DCG-weighted answer-F1 gain over no memory",
+        "memgym.envs.memsifter.baselines:BASELINES"),
 }
 
 register_source("locomo", LoCoMoSource)

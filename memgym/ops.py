@@ -87,7 +87,17 @@ class Overwrite:
     kind: Literal["overwrite"] = field(default="overwrite", init=False)
 
 
-MemoryOp = Add | Update | Delete | Noop | Retrieve | EditContext | Answer | SetState | Overwrite
+@dataclass(frozen=True)
+class Rank:
+    """Order candidates by usefulness, most useful first (MemSifter's ``<ranking>``); ``order``
+    holds candidate indices as written (the env drops duplicates and out-of-range ones)."""
+
+    order: tuple[int, ...]
+    kind: Literal["rank"] = field(default="rank", init=False)
+
+
+MemoryOp = (Add | Update | Delete | Noop | Retrieve | EditContext | Answer | SetState | Overwrite
+            | Rank)
 
 _OP_TYPES: dict[str, type] = {
     "add": Add,
@@ -99,6 +109,7 @@ _OP_TYPES: dict[str, type] = {
     "answer": Answer,
     "set_state": SetState,
     "overwrite": Overwrite,
+    "rank": Rank,
 }
 
 
@@ -118,9 +129,8 @@ def op_from_dict(data: dict) -> MemoryOp:
     cls = _OP_TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise SchemaError(f"expected an op kind in {sorted(_OP_TYPES)}, got {kind!r}")
-    fields = {k: v for k, v in data.items() if k != "kind"}
-    if cls is EditContext:
-        fields["delete_ids"] = tuple(fields.get("delete_ids", ()))
+    # JSON has no tuples: list fields (EditContext.delete_ids, Rank.order) become tuples again.
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "kind"}
     try:
         return cls(**fields)
     except TypeError as exc:

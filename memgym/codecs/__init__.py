@@ -2,6 +2,7 @@
 
 from memgym.codecs.base import Codec, ParseError, ParseResult
 from memgym.codecs.mem0_json import Mem0JsonCodec
+from memgym.codecs.ranking import RankingCodec
 from memgym.codecs.xml_tags import XmlTagsCodec
 
-__all__ = ["Codec", "Mem0JsonCodec", "ParseError", "ParseResult", "XmlTagsCodec"]
+__all__ = ["Codec", "Mem0JsonCodec", "ParseError", "ParseResult", "RankingCodec", "XmlTagsCodec"]
