@@ -1,6 +1,7 @@
 """Codecs turn LLM text into typed memory ops and ops back into text."""
 
 from memgym.codecs.base import Codec, ParseError, ParseResult
+from memgym.codecs.hermes import HermesToolCodec
 from memgym.codecs.mem0_json import Mem0JsonCodec
 
-__all__ = ["Codec", "Mem0JsonCodec", "ParseError", "ParseResult"]
+__all__ = ["Codec", "HermesToolCodec", "Mem0JsonCodec", "ParseError", "ParseResult"]
