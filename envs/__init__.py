@@ -12,7 +12,9 @@ from importlib import import_module
 from gymnasium.envs.registration import register
 
 from memgym.envs.locomo.source import LoCoMoSource
+from memgym.envs.mem_alpha import MemAlphaEnv
 from memgym.envs.memory_manager import MemoryManagerEnv
+from memgym.envs.qa_sources import HotpotQASource, SquadSource
 from memgym.envs.sources import SOURCES, make_source, register_source
 from memgym.errors import ConfigError
 
@@ -41,9 +43,16 @@ ENVS: dict[str, EnvEntry] = {
         "Memory-R1 memory manager on LoCoMo: ADD/UPDATE/DELETE/NONE per dialogue turn, "
         "rewarded by a frozen answer agent",
         "memgym.envs.memory_manager.baselines:BASELINES", {"source": "locomo"}),
+    "memgym/MemAlpha-v0": EnvEntry(
+        "memgym.envs.mem_alpha:MemAlphaEnv",
+        "Mem-α memory construction: core/semantic/episodic tool calls per chunk, rewarded by "
+        "a frozen answerer, compression, call success and content validity",
+        "memgym.envs.mem_alpha.baselines:BASELINES", {"source": "squad"}),
 }
 
 register_source("locomo", LoCoMoSource)
+register_source("squad", SquadSource)
+register_source("hotpotqa", HotpotQASource)
 
 for _env_id, _entry in ENVS.items():
     register(id=_env_id, entry_point=_entry.entry_point, kwargs=_entry.kwargs)
@@ -61,5 +70,5 @@ def baselines(env_id: str) -> dict[str, type]:
     return getattr(import_module(module), attr)
 
 
-__all__ = ["ENVS", "SOURCES", "EnvEntry", "MemoryManagerEnv", "baselines", "make_source",
-           "register_source"]
+__all__ = ["ENVS", "SOURCES", "EnvEntry", "MemAlphaEnv", "MemoryManagerEnv", "baselines",
+           "make_source", "register_source"]
