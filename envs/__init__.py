@@ -14,6 +14,7 @@ from gymnasium.envs.registration import register
 from memgym.envs.locomo.source import LoCoMoSource
 from memgym.envs.memagent.source import HotpotHaystackSource
 from memgym.envs.memory_manager import MemoryManagerEnv
+from memgym.envs.qa_sources import HotpotQASource, SquadSource
 from memgym.envs.sources import SOURCES, make_source, register_source
 from memgym.errors import ConfigError
 
@@ -62,10 +63,17 @@ ENVS: dict[str, EnvEntry] = {
         "MemSifter retrieval as ranking on LoCoMo: rank candidate sessions for a question, "
         "rewarded by the DCG-weighted answer-F1 gain over no memory",
         "memgym.envs.memsifter.baselines:BASELINES"),
+    "memgym/MemAlpha-v0": EnvEntry(
+        "memgym.envs.mem_alpha:MemAlphaEnv",
+        "Mem-α memory construction: core/semantic/episodic tool calls per chunk, rewarded by "
+        "a frozen answerer, compression, call success and content validity",
+        "memgym.envs.mem_alpha.baselines:BASELINES", {"source": "squad"}),
 }
 
 register_source("locomo", LoCoMoSource)
 register_source("hotpotqa-haystack", HotpotHaystackSource)
+register_source("squad", SquadSource)
+register_source("hotpotqa", HotpotQASource)
 
 for _env_id, _entry in ENVS.items():
     register(id=_env_id, entry_point=_entry.entry_point, kwargs=_entry.kwargs)
@@ -83,5 +91,5 @@ def baselines(env_id: str) -> dict[str, type]:
     return getattr(import_module(module), attr)
 
 
-__all__ = ["ENVS", "SOURCES", "EnvEntry", "MemoryManagerEnv", "baselines", "make_source",
-           "register_source"]
+__all__ = ["ENVS", "SOURCES", "EnvEntry", "MemoryManagerEnv", "baselines",
+           "make_source", "register_source"]

@@ -96,8 +96,39 @@ class Rank:
     kind: Literal["rank"] = field(default="rank", init=False)
 
 
+@dataclass(frozen=True)
+class MemoryInsert:
+    """Mem-α ``new_memory_insert``: add ``content`` to the memory of type ``memory_type``
+    (``core`` / ``semantic`` / ``episodic``); the memory assigns the id."""
+
+    memory_type: str
+    content: str
+    kind: Literal["memory_insert"] = field(default="memory_insert", init=False)
+
+
+@dataclass(frozen=True)
+class MemoryUpdate:
+    """Mem-α ``memory_update``: replace entry ``memory_id`` of ``memory_type`` with
+    ``new_content`` (no id: the whole core paragraph)."""
+
+    memory_type: str
+    new_content: str
+    memory_id: str | None = None
+    kind: Literal["memory_update"] = field(default="memory_update", init=False)
+
+
+@dataclass(frozen=True)
+class MemoryDelete:
+    """Mem-α ``memory_delete``: remove entry ``memory_id`` of ``memory_type`` (no id: clear the
+    core paragraph)."""
+
+    memory_type: str
+    memory_id: str | None = None
+    kind: Literal["memory_delete"] = field(default="memory_delete", init=False)
+
+
 MemoryOp = (Add | Update | Delete | Noop | Retrieve | EditContext | Answer | SetState | Overwrite
-            | Rank)
+            | Rank | MemoryInsert | MemoryUpdate | MemoryDelete)
 
 _OP_TYPES: dict[str, type] = {
     "add": Add,
@@ -110,6 +141,9 @@ _OP_TYPES: dict[str, type] = {
     "set_state": SetState,
     "overwrite": Overwrite,
     "rank": Rank,
+    "memory_insert": MemoryInsert,
+    "memory_update": MemoryUpdate,
+    "memory_delete": MemoryDelete,
 }
 
 

@@ -22,9 +22,10 @@ class BM25Index:
     def __init__(self, texts: Sequence[str]) -> None:
         self.size = len(texts)
         self._retriever: bm25s.BM25 | None = None
-        if self.size:
+        tokens = _tokens(texts) if self.size else []
+        if any(tokens):  # bm25s cannot index a corpus without a single token (e.g. ["a"])
             self._retriever = bm25s.BM25()
-            self._retriever.index(_tokens(texts), show_progress=False)
+            self._retriever.index(tokens, show_progress=False)
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """Top-``k`` documents for ``query`` with a positive BM25 score.
