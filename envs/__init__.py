@@ -14,6 +14,7 @@ from gymnasium.envs.registration import register
 from memgym.envs.locomo.source import LoCoMoSource
 from memgym.envs.memory_manager import MemoryManagerEnv
 from memgym.envs.sources import SOURCES, make_source, register_source
+from memgym.envs.synthetic import BabiSource, KeyValueSource
 from memgym.errors import ConfigError
 
 
@@ -41,9 +42,16 @@ ENVS: dict[str, EnvEntry] = {
         "Memory-R1 memory manager on LoCoMo: ADD/UPDATE/DELETE/NONE per dialogue turn, "
         "rewarded by a frozen answer agent",
         "memgym.envs.memory_manager.baselines:BASELINES", {"source": "locomo"}),
+    "memgym/SyntheticMemoryManager-v0": EnvEntry(
+        "memgym.envs.memory_manager:MemoryManagerEnv",
+        "Memory-R1 memory manager on synthetic key-value updates with interference (optimal "
+        "ops known: ADD a key once, UPDATE it after)",
+        "memgym.envs.synthetic.baselines:BASELINES", {"source": "synthetic-kv"}),
 }
 
 register_source("locomo", LoCoMoSource)
+register_source("synthetic-kv", KeyValueSource)
+register_source("synthetic-babi", BabiSource)
 
 for _env_id, _entry in ENVS.items():
     register(id=_env_id, entry_point=_entry.entry_point, kwargs=_entry.kwargs)
