@@ -16,6 +16,7 @@ from memgym.envs.memagent.source import HotpotHaystackSource
 from memgym.envs.memory_manager import MemoryManagerEnv
 from memgym.envs.qa_sources import HotpotQASource, SquadSource
 from memgym.envs.sources import SOURCES, make_source, register_source
+from memgym.envs.synthetic import BabiSource, KeyValueSource
 from memgym.errors import ConfigError
 
 
@@ -68,12 +69,19 @@ ENVS: dict[str, EnvEntry] = {
         "Mem-α memory construction: core/semantic/episodic tool calls per chunk, rewarded by "
         "a frozen answerer, compression, call success and content validity",
         "memgym.envs.mem_alpha.baselines:BASELINES", {"source": "squad"}),
+    "memgym/SyntheticMemoryManager-v0": EnvEntry(
+        "memgym.envs.memory_manager:MemoryManagerEnv",
+        "Memory-R1 memory manager on synthetic key-value updates with interference (optimal "
+        "ops known: ADD a key once, UPDATE it after)",
+        "memgym.envs.synthetic.baselines:BASELINES", {"source": "synthetic-kv"}),
 }
 
 register_source("locomo", LoCoMoSource)
 register_source("hotpotqa-haystack", HotpotHaystackSource)
 register_source("squad", SquadSource)
 register_source("hotpotqa", HotpotQASource)
+register_source("synthetic-kv", KeyValueSource)
+register_source("synthetic-babi", BabiSource)
 
 for _env_id, _entry in ENVS.items():
     register(id=_env_id, entry_point=_entry.entry_point, kwargs=_entry.kwargs)
