@@ -32,14 +32,15 @@ def _kv(pairs: list[str] | None) -> dict:
 
 def _policy(env_id: str, spec: str, temperature: float, max_new_tokens: int, seed: int):
     """A baseline of ``env_id`` by name, or an LLM policy: ``smollm2`` or a model directory."""
-    from memgym.engine import SamplingParams
     from memgym.envs import baselines
-    from memgym.rollouts import LLMPolicy
-    from memgym.rollouts.hf import SMOLLM2, HFEngine
 
     scripted = baselines(env_id)
     if spec in scripted:
         return scripted[spec]()
+    from memgym.engine import SamplingParams
+    from memgym.rollouts import LLMPolicy
+    from memgym.rollouts.hf import SMOLLM2, HFEngine
+
     if spec != SMOLLM2 and not Path(spec).is_dir():
         raise PolicyError(f"policy must be one of {[*scripted, SMOLLM2]} or a model "
                           f"directory, got {spec!r}")
@@ -124,7 +125,8 @@ def _verify(path: Path, max_report: int) -> bool:
                   f"{report.seconds:.2f}s ({report.steps_per_second:.0f} steps/s): "
                   f"{len(report.divergences)} divergences")
     for d in report.divergences[:max_report]:
-        console.print(f"divergence: {d.describe()}", markup=False, highlight=False)
+        console.print(f"divergence: {d.describe()}", markup=False, highlight=False,
+                      soft_wrap=True)
     if len(report.divergences) > max_report:
         console.print(f"... and {len(report.divergences) - max_report} more")
     return report.ok
@@ -226,5 +228,5 @@ def main() -> None:
     try:
         app()
     except MemgymError as exc:
-        console.print(f"error: {exc}", markup=False)
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(2) from exc
