@@ -5,7 +5,7 @@ import pytest
 from memgym import load_trajectories, write_trajectories
 from memgym.envs import baselines
 from memgym.errors import ConfigError
-from memgym.metrics import summarize, trajectory_metrics, training_row
+from memgym.metrics import summarize, training_row, trajectory_metrics
 from memgym.rollouts import run_episodes
 from memgym.trajectory import Step, Trajectory
 

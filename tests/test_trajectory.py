@@ -122,5 +122,5 @@ def test_unknown_metadata_is_refused(tmp_path):
     traj = Trajectory("memgym/X-v0", 0, {}, "p", [_step(0, [], [], "end")])
     path = write_trajectories([traj], tmp_path / "t.parquet")
     pq.write_table(pq.read_table(path).replace_schema_metadata({}), path)
-    with pytest.raises(SchemaError, match="no memgym.schema_version"):
+    with pytest.raises(SchemaError, match=r"no memgym\.schema_version"):
         load_trajectories(path)
