@@ -55,6 +55,12 @@ def _terms(text: str) -> tuple[int, tuple[tuple[str, int], ...]]:
     return len(tokens), tuple(Counter(tokens).items())
 
 
+@lru_cache(maxsize=1 << 16)
+def _idf32(size: int, df: int) -> float:
+    """bm25s's Lucene idf of a term in ``df`` of ``size`` documents, rounded to float32."""
+    return array("f", [math.log(1 + (size - df + 0.5) / (df + 0.5))])[0]
+
+
 class BM25Index:
     """A static BM25 index (build a new one when the corpus changes; building is cheap).
 
@@ -66,24 +72,29 @@ class BM25Index:
         self.size = len(texts)
         self._postings: dict[str, list[tuple[int, int]]] = {}
         self._lengths: list[int] = []
+        postings = self._postings
         for d, text in enumerate(texts):
             length, counts = _terms(text)
             self._lengths.append(length)
             for term, tf in counts:
-                self._postings.setdefault(term, []).append((d, tf))
-        self._avg_len = sum(self._lengths) / self.size if self.size else 0.0
+                if (docs := postings.get(term)) is None:
+                    postings[term] = [(d, tf)]
+                else:
+                    docs.append((d, tf))
+        self._norms: list[float] | None = None
         self._scored: dict[str, tuple[list[int], array]] = {}
 
     def _term_scores(self, term: str) -> tuple[list[int], array]:
         """Documents holding ``term`` and their float32 BM25 term scores (memoized)."""
         scored = self._scored.get(term)
         if scored is None:
-            postings = self._postings[term]
-            df = len(postings)
-            idf = array("f", [math.log(1 + (self.size - df + 0.5) / (df + 0.5))])[0]
-            lengths, avg = self._lengths, self._avg_len
-            scored = ([d for d, _ in postings], array("f", [
-                idf * (tf / (K1 * ((1 - B) + B * lengths[d] / avg) + tf)) for d, tf in postings]))
+            if self._norms is None:  # bm25s's per-document k1 * (1 - b + b * len / avg len)
+                avg = sum(self._lengths) / self.size
+                self._norms = [K1 * ((1 - B) + B * length / avg) for length in self._lengths]
+            postings, norms = self._postings[term], self._norms
+            idf = _idf32(self.size, len(postings))
+            scored = ([d for d, _ in postings],
+                      array("f", [idf * (tf / (norms[d] + tf)) for d, tf in postings]))
             self._scored[term] = scored
         return scored
 
