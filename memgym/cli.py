@@ -204,8 +204,9 @@ def metrics(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     from memgym.trajectory import load_trajectories
 
     table = summarize(load_trajectories(path), by=by)
-    console.print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"),
-                  markup=False, highlight=False)
+    shown = (table.set_index(["env_id", "policy"]).T.to_string(float_format=lambda v: f"{v:.3f}")
+             if by == "policy" else table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    console.print(shown, markup=False, highlight=False, soft_wrap=True)
     if csv is not None:
         table.to_csv(csv, index=False)
 
