@@ -14,7 +14,7 @@ from typing import Protocol
 
 from memgym.engine import Engine, SamplingParams
 from memgym.errors import ConfigError
-from memgym.memory import MemoryBank
+from memgym.memory import MemoryBank, MemoryEntry
 from memgym.retrieval import BM25Index
 from memgym.scoring import exact_match, token_f1
 
@@ -31,13 +31,25 @@ class Question:
 
 @dataclass(frozen=True)
 class Answered:
-    """An answer agent's output for one question: the first gold answer, the prediction and its
-    score in [0, 1] against the best-matching gold answer."""
+    """An answer agent's output for one question.
+
+    Attributes:
+        question: The question.
+        gold: Its first gold answer.
+        prediction: The agent's answer.
+        score: Score in [0, 1] of the prediction against the best-matching gold answer.
+        retrieved: Ids of the memory entries the agent was given, best first (the reads that
+            memory metrics count; empty if the agent does not retrieve).
+        supporting: The retrieved ids whose text answers the question: token F1 > 0 against a
+            gold answer (it shares a normalized token with it).
+    """
 
     question: str
     gold: str
     prediction: str
     score: float
+    retrieved: tuple[str, ...] = ()
+    supporting: tuple[str, ...] = ()
 
 
 class Answerer(Protocol):
@@ -48,6 +60,16 @@ class Answerer(Protocol):
     def answer(self, questions: Sequence[Question], bank: MemoryBank) -> list[Answered]:
         """One :class:`Answered` per question, in order."""
         ...
+
+
+def _retrieval(entries: Sequence[MemoryEntry], hits: Sequence[tuple[int, float]],
+               answers: Sequence[str]) -> tuple[dict[str, tuple[str, ...]], list[float]]:
+    """``retrieved`` and ``supporting`` of :class:`Answered` for BM25 ``hits`` into ``entries``,
+    and each hit's best token F1 against the gold answers."""
+    f1 = [max(token_f1(entries[i].text, a) for a in answers) for i, _ in hits]
+    return {"retrieved": tuple(entries[i].id for i, _ in hits),
+            "supporting": tuple(entries[i].id for (i, _), s in zip(hits, f1, strict=True)
+                                if s > 0)}, f1
 
 
 def _metric(name: str):
@@ -81,11 +103,14 @@ class RecallAnswerer:
         out = []
         for q in questions:
             best, best_score = "", 0.0
-            for i, _ in index.search(q.question, self.top_k):
-                score = max(self.metric(entries[i].text, a) for a in q.answers)
+            hits = index.search(q.question, self.top_k)
+            read, f1 = _retrieval(entries, hits, q.answers)
+            scores = f1 if self.metric is token_f1 else [
+                max(self.metric(entries[i].text, a) for a in q.answers) for i, _ in hits]
+            for (i, _), score in zip(hits, scores, strict=True):
                 if score > best_score:
                     best, best_score = entries[i].text, score
-            out.append(Answered(q.question, q.answers[0], best, best_score))
+            out.append(Answered(q.question, q.answers[0], best, best_score, **read))
         return out
 
 
@@ -127,17 +152,18 @@ class LLMAnswerer:
         """See :class:`Answerer`."""
         entries = bank.entries()
         index = BM25Index([e.text for e in entries])
-        prompts = []
+        prompts, reads = [], []
         for q in questions:
             hits = index.search(q.question, self.top_k)
+            reads.append(_retrieval(entries, hits, q.answers)[0])
             memories = "\n".join(f"- {entries[i].text}" for i, _ in hits) or "(no memories)"
             prompts.append([{"role": "user",
                              "content": ANSWER_PROMPT.format(memories=memories,
                                                              question=q.question)}])
         completions = self.engine.generate(prompts, self.params) if prompts else []
         out = []
-        for q, c in zip(questions, completions, strict=True):
+        for q, c, read in zip(questions, completions, reads, strict=True):
             pred = self.extract(c.text)
             score = max(self.metric(pred, a) for a in q.answers)
-            out.append(Answered(q.question, q.answers[0], pred, score))
+            out.append(Answered(q.question, q.answers[0], pred, score, **read))
         return out

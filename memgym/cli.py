@@ -32,14 +32,15 @@ def _kv(pairs: list[str] | None) -> dict:
 
 def _policy(env_id: str, spec: str, temperature: float, max_new_tokens: int, seed: int):
     """A baseline of ``env_id`` by name, or an LLM policy: ``smollm2`` or a model directory."""
-    from memgym.engine import SamplingParams
     from memgym.envs import baselines
-    from memgym.rollouts import LLMPolicy
-    from memgym.rollouts.hf import SMOLLM2, HFEngine
 
     scripted = baselines(env_id)
     if spec in scripted:
         return scripted[spec]()
+    from memgym.engine import SamplingParams
+    from memgym.rollouts import LLMPolicy
+    from memgym.rollouts.hf import SMOLLM2, HFEngine
+
     if spec != SMOLLM2 and not Path(spec).is_dir():
         raise PolicyError(f"policy must be one of {[*scripted, SMOLLM2]} or a model "
                           f"directory, got {spec!r}")
@@ -117,23 +118,127 @@ def train(config: Path, set_: Annotated[list[str] | None, typer.Option(
     run_training(load_config(config, _kv(set_)), console)
 
 
-@app.command()
-def replay(path: Path) -> None:
-    """Re-execute saved actions in fresh envs; exit 1 if anything differs."""
+def _trajectories(path: Path, episode: str | None = None) -> list:
+    """The trajectories of a file, or the one whose id starts with ``episode``."""
+    from memgym.errors import ConfigError
+    from memgym.trajectory import load_trajectories, trajectories_from_frame
+
+    trajs = trajectories_from_frame(load_trajectories(path))
+    if episode is None:
+        return trajs
+    found = [t for t in trajs if t.id.startswith(episode)]
+    if len(found) != 1:
+        raise ConfigError(f"--episode must match exactly one trajectory id of {path}, "
+                          f"{episode!r} matches {len(found)}")
+    return found
+
+
+def _verify(path: Path, max_report: int) -> bool:
     from memgym.replay import replay as run_replay
     from memgym.trajectory import load_trajectories
 
     report = run_replay(load_trajectories(path))
-    rate = report.steps / report.seconds if report.seconds else float("inf")
     console.print(f"replayed {report.trajectories} trajectories, {report.steps} steps in "
-                  f"{report.seconds:.2f}s ({rate:.0f} steps/s): "
+                  f"{report.seconds:.2f}s ({report.steps_per_second:.0f} steps/s): "
                   f"{len(report.divergences)} divergences")
-    if report.divergences:
-        d = report.divergences[0]
-        console.print(f"first divergence: trajectory {d.trajectory_id} step {d.step} "
-                      f"field {d.field}\n  recorded: {d.recorded}\n  replayed: {d.replayed}",
-                      markup=False)
+    for d in report.divergences[:max_report]:
+        console.print(f"divergence: {d.describe()}", markup=False, highlight=False,
+                      soft_wrap=True)
+    if len(report.divergences) > max_report:
+        console.print(f"... and {len(report.divergences) - max_report} more")
+    return report.ok
+
+
+@app.command()
+def replay(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+           verify: Annotated[bool, typer.Option(
+               "--verify", help="Verify PATH (the default without --fork-at), or with --fork-at "
+                                "the fork file written")] = False,
+           fork_at: Annotated[int | None, typer.Option(
+               help="Fork each trajectory (or --episode) at this step")] = None,
+           policy: Annotated[str | None, typer.Option(help="Policy that continues a fork")] = None,
+           out: Annotated[Path | None, typer.Option(help="Fork file to write")] = None,
+           episode: Annotated[str | None, typer.Option(help="Trajectory id (prefix)")] = None,
+           samples: int = 1, num_envs: int = 8, temperature: float = 0.0,
+           max_new_tokens: int = 48, seed: int = 0, max_report: int = 5) -> None:
+    """Re-execute saved actions in fresh envs (exit 1 on any divergence), or fork episodes."""
+    from memgym.errors import ConfigError
+
+    if fork_at is None:
+        if not _verify(path, max_report):
+            raise typer.Exit(1)
+        return
+    if policy is None or out is None:
+        raise ConfigError("--fork-at needs --policy and --out")
+    from memgym.rollouts.fork import fork_episodes
+    from memgym.trajectory import write_trajectories
+
+    parents = [t for t in _trajectories(path, episode) if len(t.steps) > fork_at]
+    if not parents:
+        raise ConfigError(f"no trajectory of {path} has more than {fork_at} steps")
+    forks = []
+    for env_id in dict.fromkeys(t.env_id for t in parents):
+        agent = _policy(env_id, policy, temperature, max_new_tokens, seed)
+        forks += fork_episodes([t for t in parents if t.env_id == env_id], fork_at, agent,
+                               samples, num_envs)
+    write_trajectories(forks, out)
+    mean = sum(t.episode_return for t in forks) / len(forks)
+    before = sum(t.episode_return for t in parents) / len(parents)
+    console.print(f"{len(forks)} forks of {len(parents)} trajectories at step {fork_at}: mean "
+                  f"return {mean:.4f} (parents {before:.4f}) → {out}")
+    if verify and not _verify(out, max_report):
         raise typer.Exit(1)
+
+
+@app.command()
+def show(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+         episode: Annotated[str | None, typer.Option(
+             help="Trajectory id (prefix); default: the first")] = None,
+         html: Annotated[Path | None, typer.Option(
+             "--html", help="Also write a self-contained HTML page here")] = None) -> None:
+    """Print one trajectory's timeline: inputs, actions, ops, memory changes, rewards."""
+    from memgym.show import build_timeline, render_terminal
+
+    trajs = _trajectories(path, episode)
+    if episode is None and len(trajs) > 1:
+        console.print(f"{len(trajs)} trajectories in {path}; showing the first "
+                      f"(choose with --episode)")
+    timeline = build_timeline(trajs[0])
+    render_terminal(timeline, console)
+    if html is not None:
+        from memgym.show_html import write_html
+
+        console.print(f"wrote {write_html(timeline, html)}")
+
+
+@app.command()
+def metrics(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+            by: Annotated[str, typer.Option(help="trajectory or policy")] = "policy",
+            csv: Annotated[Path | None, typer.Option(help="Also write the table here")] = None,
+            ) -> None:
+    """Memory metrics of saved trajectories (see memgym.metrics)."""
+    from memgym.metrics import summarize
+    from memgym.trajectory import load_trajectories
+
+    table = summarize(load_trajectories(path), by=by)
+    shown = (table.set_index(["env_id", "policy"]).T.to_string(float_format=lambda v: f"{v:.3f}")
+             if by == "policy" else table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    console.print(shown, markup=False, highlight=False, soft_wrap=True)
+    if csv is not None:
+        table.to_csv(csv, index=False)
+
+
+@app.command()
+def export(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+           format_: Annotated[str, typer.Option("--format", help="sft or dpo")],
+           out: Annotated[Path, typer.Option(help="JSONL file to write")],
+           min_return: float | None = None, env: str | None = None,
+           policy: str | None = None) -> None:
+    """Export trajectories as SFT conversations or DPO pairs (TRL formats, JSONL)."""
+    from memgym.export import export as run_export
+
+    count = run_export(_trajectories(path), format_, out, min_return, env, policy)
+    console.print(f"wrote {count} {format_} records → {out}")
 
 
 def main() -> None:
@@ -141,5 +246,5 @@ def main() -> None:
     try:
         app()
     except MemgymError as exc:
-        console.print(f"error: {exc}", markup=False)
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(2) from exc

@@ -34,3 +34,7 @@ class EngineError(MemgymError, RuntimeError):
 
 class PolicyError(MemgymError, ValueError):
     """A policy name or specification is unknown or inconsistent."""
+
+
+class ReplayError(MemgymError, RuntimeError):
+    """A saved trajectory does not replay as recorded where it must (e.g. a fork's prefix)."""

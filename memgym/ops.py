@@ -7,7 +7,8 @@ an :class:`OpResult` that says whether it was applied or rejected and why (DESIG
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import Literal
 
 from memgym.errors import SchemaError
@@ -147,10 +148,20 @@ _OP_TYPES: dict[str, type] = {
 }
 
 
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
 def op_to_dict(op: MemoryOp) -> dict:
-    """Serialize an op to a JSON-ready dict with a ``kind`` key (tuple fields become lists, so
-    the dict equals its own JSON round trip)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(op).items()}
+    """Serialize an op to a JSON-ready dict with a ``kind`` key (fields in definition order;
+    tuple fields become lists, so the dict equals its own JSON round trip).
+
+    A shallow copy of the op's fields (what ``dataclasses.asdict`` gives for ops, whose fields
+    are immutable, without its per-value deep copies: this runs for every op of every step).
+    """
+    return {name: list(v) if isinstance(v := getattr(op, name), tuple) else v
+            for name in _field_names(type(op))}
 
 
 def op_from_dict(data: dict) -> MemoryOp:

@@ -1,9 +1,17 @@
 """Replay: rebuild each env from (id, seed, config), feed the recorded actions, and check that
-observations, parsed ops, op results, rewards, episode-end flags and segment boundaries match
-exactly."""
+observations, parsed ops, op results, parse errors, rewards, reward terms, episode-end flags,
+segment boundaries and the recorded env-specific ``info`` match exactly.
+
+Works on any file :func:`memgym.load_trajectories` reads, whichever runner wrote it: it only
+uses the standard step ``info`` keys (:func:`memgym.envs.base.step_info`). Replay compares the
+JSON text the file stores with the JSON text of what the env returns (one serialization per
+field, no parsing), and parses both only when the texts differ, so a difference in key order
+alone is not a divergence.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from dataclasses import dataclass, field
@@ -11,7 +19,19 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import pandas as pd
 
-from memgym.trajectory import Trajectory, trajectories_from_frame
+from memgym.errors import ConfigError, ReplayError
+from memgym.trajectory import (
+    STANDARD_INFO_KEYS,
+    UNRECORDED_INFO_KEYS,
+    StoredTrajectory,
+    Trajectory,
+    step_record,
+    stored_trajectories,
+    to_json,
+)
+
+TEXT_FIELDS = ("observation", "action")
+JSON_FIELDS = ("ops", "op_results", "parse_error", "reward_terms", "info")
 
 
 @dataclass(frozen=True)
@@ -21,8 +41,10 @@ class Divergence:
     Attributes:
         trajectory_id: Trajectory that diverged.
         step: Step index (-1: the reset observation).
-        field: What differed, e.g. ``"reward"`` or ``"observation"``.
+        field: What differed: a step field (``"observation"`` is the observation that step
+            returned), ``"steps"`` (the file's rows miss steps) or ``"episode_end"``.
         recorded / replayed: The two values, as text.
+        diff: Unified diff (difflib) of the two, for text and JSON fields; "" otherwise.
     """
 
     trajectory_id: str
@@ -30,6 +52,14 @@ class Divergence:
     field: str
     recorded: str
     replayed: str
+    diff: str = ""
+
+    def describe(self) -> str:
+        """Multi-line human-readable report."""
+        head = f"trajectory {self.trajectory_id} step {self.step} field {self.field}"
+        if self.diff:
+            return f"{head}\n{self.diff}"
+        return f"{head}\n  recorded: {self.recorded}\n  replayed: {self.replayed}"
 
 
 @dataclass
@@ -46,53 +76,132 @@ class ReplayReport:
         """True when nothing diverged."""
         return not self.divergences
 
+    @property
+    def steps_per_second(self) -> float:
+        """Env steps replayed per second of wall time."""
+        return self.steps / self.seconds if self.seconds else float("inf")
 
-def _first_mismatch(traj: Trajectory, env: gym.Env) -> tuple[Divergence | None, int]:
-    """Replay one trajectory; returns its first divergence (or None) and steps replayed."""
-    def diff(step: int, name: str, recorded, replayed) -> Divergence | None:
-        if recorded == replayed:
-            return None
-        return Divergence(traj.id, step, name, repr(recorded), repr(replayed))
 
-    obs, _ = env.reset(seed=traj.seed)
-    if d := diff(-1, "observation", traj.steps[0].observation if traj.steps else "", obs):
-        return d, 0
-    for k, step in enumerate(traj.steps):
-        obs, reward, terminated, truncated, info = env.step(step.action)
-        nxt = traj.steps[k + 1].observation if k + 1 < len(traj.steps) else traj.final_observation
-        checks = (
-            ("ops", step.ops, info["ops"]),
-            ("op_results", step.op_results, info["op_results"]),
-            ("parse_error", step.parse_error, info["parse_error"]),
-            ("reward", step.reward, float(reward)),
-            ("reward_terms", step.reward_terms, info["reward_terms"]),
-            ("terminated", step.terminated, terminated),
-            ("truncated", step.truncated, truncated),
-            ("segment_end", step.segment_end, info.get("segment_end")),
-            ("observation", nxt, obs),
-        )
-        for name, recorded, replayed in checks:
-            if d := diff(k, name, recorded, replayed):
-                return d, k + 1
-    return None, len(traj.steps)
+def make_env(env_id: str, config: dict) -> gym.Env:
+    """``gymnasium.make(env_id, **config)`` for a recorded trajectory.
+
+    Raises:
+        ConfigError: ``env_id`` is not registered (e.g. its package was not imported).
+    """
+    import memgym.envs  # noqa: F401  (registers the envs)
+
+    if env_id not in gym.envs.registry:
+        raise ConfigError(f"env id {env_id!r} of the trajectory is not registered")
+    return gym.make(env_id, **config)
+
+
+def _lines(name: str, text: str) -> list[str]:
+    if name in JSON_FIELDS:
+        return json.dumps(json.loads(text), indent=1, sort_keys=True).splitlines()
+    return text.splitlines() or [text]
+
+
+def diff_texts(name: str, recorded: str, replayed: str) -> str:
+    """Unified diff of two values of field ``name`` (JSON fields pretty-printed first)."""
+    return "\n".join(difflib.unified_diff(_lines(name, recorded), _lines(name, replayed),
+                                          "recorded", "replayed", lineterm="", n=2))
+
+
+def _mismatch(rec: dict, next_obs: str | None, result: tuple) -> tuple[str, str, str] | None:
+    """First field where a recorded step differs from what the env returned:
+    ``(field, recorded, replayed)`` as text, or None."""
+    obs, reward, terminated, truncated, info = result
+    names = JSON_FIELDS if rec.get("info") is not None else JSON_FIELDS[:-1]  # None: unrecorded
+    replayed = [info[name] for name in names[:4]]
+    if len(names) == 5:
+        replayed.append({k: v for k, v in info.items()
+                         if k not in STANDARD_INFO_KEYS and k not in UNRECORDED_INFO_KEYS})
+    # One encoding of all fields: a JSON list is "[" + ", ".join(item texts) + "]".
+    if to_json(replayed) != f"[{', '.join(rec[name] for name in names)}]":
+        for name, value in zip(names, replayed, strict=True):
+            text = to_json(value)
+            if text != rec[name] and json.loads(text) != json.loads(rec[name]):
+                return name, rec[name], text
+    scalars = (("reward", float(rec["reward"]), float(reward)),
+               ("terminated", bool(rec["terminated"]), bool(terminated)),
+               ("truncated", bool(rec["truncated"]), bool(truncated)),
+               ("segment_end", rec["segment_end"] or None, info.get("segment_end")))
+    for name, recorded, replayed in scalars:
+        if recorded != replayed:
+            return name, repr(recorded), repr(replayed)
+    if next_obs is not None and next_obs != obs:
+        return "observation", next_obs, obs
+    return None
+
+
+def _divergence(traj_id: str, step: int, name: str, recorded: str, replayed: str) -> Divergence:
+    diff = diff_texts(name, recorded, replayed) if name in TEXT_FIELDS + JSON_FIELDS else ""
+    return Divergence(traj_id, step, name, recorded, replayed, diff)
+
+
+def replay_records(env: gym.Env, traj_id: str, seed: int, steps: list[dict],
+                   final_observation: str | None) -> tuple[Divergence | None, int]:
+    """Reset ``env`` with ``seed``, feed the recorded actions and compare every field.
+
+    Args:
+        env: The env, built from the trajectory's id and config.
+        traj_id: For the report.
+        seed: Reset seed.
+        steps: Step records as stored (:func:`memgym.trajectory.step_record`).
+        final_observation: Observation after the last record, or None when unknown (only
+            a prefix of the episode is given).
+
+    Returns:
+        The first divergence (or None) and the number of steps replayed.
+    """
+    obs, _ = env.reset(seed=seed)
+    first = steps[0]["observation"] if steps else final_observation
+    if first is not None and first != obs:
+        return _divergence(traj_id, -1, "observation", first, obs), 0
+    for k, rec in enumerate(steps):
+        result = env.step(rec["action"])
+        next_obs = steps[k + 1]["observation"] if k + 1 < len(steps) else final_observation
+        if found := _mismatch(rec, next_obs, result):
+            return _divergence(traj_id, k, *found), k + 1
+    if final_observation is not None and steps and not (
+            steps[-1]["terminated"] or steps[-1]["truncated"]):
+        return Divergence(traj_id, len(steps) - 1, "episode_end", "episode ends after this step",
+                          "the recorded flags say it continues"), len(steps)
+    return None, len(steps)
+
+
+def _replay_stored(stored: StoredTrajectory, env: gym.Env) -> tuple[Divergence | None, int]:
+    meta = stored.meta
+    if not stored.problem:
+        return replay_records(env, stored.id, int(meta["seed"]), stored.steps,
+                              meta["final_observation"])
+    divergence, steps = replay_records(env, stored.id, int(meta["seed"]),
+                                       stored.steps[:stored.first_bad_step], None)
+    return divergence or Divergence(stored.id, stored.first_bad_step, "steps", stored.problem,
+                                    "(the file holds no such step)"), steps
 
 
 def replay(frame: pd.DataFrame) -> ReplayReport:
     """Replay every trajectory of a :func:`memgym.load_trajectories` frame.
 
-    Envs are built once per distinct (env id, config) and reused across trajectories.
+    Envs are built once per distinct (env id, config) and reused across trajectories. A
+    trajectory whose rows miss steps is replayed up to the first missing step and reported
+    with field ``"steps"`` there (unless it diverged earlier).
 
     Returns:
         A :class:`ReplayReport` with at most one divergence per trajectory.
+
+    Raises:
+        ConfigError: A trajectory's env id is not registered.
     """
     start = time.perf_counter()
     report = ReplayReport()
     envs: dict[tuple[str, str], gym.Env] = {}
-    for traj in trajectories_from_frame(frame):
-        key = (traj.env_id, json.dumps(traj.config, sort_keys=True))
+    for stored in stored_trajectories(frame):
+        key = (stored.meta["env_id"], stored.meta["config"])
         if key not in envs:
-            envs[key] = gym.make(traj.env_id, **traj.config)
-        divergence, steps = _first_mismatch(traj, envs[key])
+            envs[key] = make_env(key[0], json.loads(key[1]))
+        divergence, steps = _replay_stored(stored, envs[key])
         report.trajectories += 1
         report.steps += steps
         if divergence is not None:
@@ -101,3 +210,29 @@ def replay(frame: pd.DataFrame) -> ReplayReport:
         env.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def replay_prefix(env: gym.Env, traj: Trajectory, k: int) -> tuple[str, dict]:
+    """Reset ``env`` with the trajectory's seed and replay its first ``k`` actions, checking
+    each step against the record (the state a fork at step ``k`` starts from).
+
+    Returns:
+        The observation and ``info`` the policy saw at step ``k`` (the reset ones if k = 0).
+
+    Raises:
+        ConfigError: ``k`` is not in ``[0, len(traj.steps))``.
+        ReplayError: A replayed step differs from the record.
+    """
+    if not 0 <= k < len(traj.steps):
+        raise ConfigError(f"fork step must be in [0, {len(traj.steps)}) for trajectory "
+                          f"{traj.id}, got {k}")
+    obs, info = env.reset(seed=traj.seed)
+    if obs != traj.steps[0].observation:
+        raise ReplayError(_divergence(traj.id, -1, "observation", traj.steps[0].observation,
+                                      obs).describe())
+    for j in range(k):
+        result = env.step(traj.steps[j].action)
+        if found := _mismatch(step_record(traj.steps[j]), traj.steps[j + 1].observation, result):
+            raise ReplayError(_divergence(traj.id, j, *found).describe())
+        obs, info = result[0], result[4]
+    return obs, info

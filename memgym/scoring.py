@@ -13,13 +13,16 @@ import math
 import re
 import string
 from collections import Counter
+from functools import lru_cache
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 
+@lru_cache(maxsize=1 << 16)
 def normalize_answer(text: str) -> str:
-    """SQuAD normalization: lowercase, drop punctuation and articles, collapse whitespace."""
+    """SQuAD normalization: lowercase, drop punctuation and articles, collapse whitespace
+    (cached: answer agents score the same memories and answers again and again)."""
     text = _ARTICLES.sub(" ", text.lower().translate(_PUNCT))
     return " ".join(text.split())
 
@@ -29,8 +32,9 @@ def exact_match(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
+@lru_cache(maxsize=1 << 16)
 def token_f1(prediction: str, gold: str) -> float:
-    """Harmonic mean of token precision and recall after normalization, in [0, 1].
+    """Harmonic mean of token precision and recall after normalization, in [0, 1] (cached).
 
     Two empty answers score 1.0; exactly one empty answer scores 0.0 (SQuAD v2 convention).
     """

@@ -1,6 +1,7 @@
 """``memgym train``: evaluate baselines and the untrained policy, train with GRPO on segments,
 evaluate again, and write ``run_dir/{trajectories.parquet, metrics.csv, reward_curve.png,
-checkpoint/, eval.json}``.
+checkpoint/, eval.json}``. ``metrics.csv`` has per iteration the reward, its terms, the trainer's
+stats, the op mix and memory metrics (``mem_*``, :func:`memgym.metrics.training_row`).
 
 This module and the CLI are the application layer: they are the only part of ``memgym`` that
 imports from ``memgym.rollouts`` and ``memgym.trainers``.
@@ -12,7 +13,6 @@ import copy
 import json
 import random
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from rich.table import Table
 from memgym.config import LoraConfig, TrainConfig
 from memgym.engine import SamplingParams
 from memgym.envs import baselines
+from memgym.metrics import training_row
 from memgym.rollouts import LLMPolicy, Policy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
 from memgym.trainers.checkpoint import save_checkpoint
@@ -60,12 +61,6 @@ def evaluate(policy: Policy, env_id: str, env_kwargs: dict, episodes: int,
     seeds = [EVAL_SEED_BASE + i for i in range(episodes)]
     trajectories = run_episodes(env_id, env_kwargs, policy, seeds, num_envs=num_envs)
     return summarize(policy.name, trajectories), trajectories
-
-
-def _op_mix(trajectories: list[Trajectory]) -> dict[str, float]:
-    kinds = Counter(op["kind"] for t in trajectories for s in t.steps for op in s.ops)
-    total = max(sum(kinds.values()), 1)
-    return {f"op_{k}": kinds.get(k, 0) / total for k in ("add", "update", "delete", "noop")}
 
 
 def _plot(metrics: pd.DataFrame, evals: dict, path: Path) -> None:
@@ -169,7 +164,7 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         all_trajectories.extend(trajs)
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,
-               "parse_error_rate": summary.parse_error_rate, **stats, **_op_mix(trajs),
+               "parse_error_rate": summary.parse_error_rate, **stats, **training_row(trajs),
                "rollout_seconds": rollout_seconds, "seconds": time.perf_counter() - tick}
         for name in trajs[0].reward_terms:
             row[f"reward_{name}"] = float(np.mean([t.reward_terms[name] for t in trajs]))

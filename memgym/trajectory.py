@@ -1,5 +1,9 @@
 """Steps, segments and trajectories, and their Parquet form (one row per segment).
 
+Schema history (``memgym.schema_version`` in the Parquet metadata): version 1 had no
+``parent_id`` / ``parent_step`` columns and no step ``info``; :func:`load_trajectories` migrates
+it (``""`` / ``-1`` / info not recorded). Other versions are refused with a :class:`SchemaError`.
+
 A *segment* is a contiguous run of steps whose prompts share a growing prefix; it is trained as
 one prompt+completion sample (DCPO, MemAct). The env declares where a segment ends
 (``info["segment_end"]``: ``edit`` / ``overwrite`` / ``end``); :func:`build_segments` also cuts
@@ -14,14 +18,39 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memgym.errors import SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SEGMENT_END_REASONS = ("edit", "overwrite", "end", "prefix_break")
+STANDARD_INFO_KEYS = ("ops", "op_results", "parse_error", "reward_terms", "segment_end")
+UNRECORDED_INFO_KEYS = ("privileged",)  # gold data for oracles: never saved
+
+
+def _json_default(value):
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+_ENCODER = json.JSONEncoder(default=_json_default)
+
+
+def to_json(value) -> str:
+    """JSON text of ``value`` as trajectory files store it (numpy values as Python values, any
+    other non-JSON value as its ``str``)."""
+    return _ENCODER.encode(value)
+
+
+def info_extras(info: dict) -> dict:
+    """The env-specific part of a step ``info`` that files record: every key but the standard
+    ones (stored in their own fields) and ``privileged``, normalized to JSON values."""
+    return json.loads(to_json({k: v for k, v in info.items()
+                               if k not in STANDARD_INFO_KEYS and k not in UNRECORDED_INFO_KEYS}))
 
 
 def config_hash(config: dict) -> str:
@@ -47,6 +76,8 @@ class Step:
         prompt_ids / completion_ids: Token ids (int) of the policy's prompt and completion;
             empty for scripted policies.
         logprobs: Sampling logprob (float, nats) of each completion token.
+        info: Env-specific extras of the ``info`` this step returned (:func:`info_extras`, e.g.
+            ``bank_size``, ``qa``); None when not recorded (schema-1 files).
     """
 
     index: int
@@ -63,6 +94,30 @@ class Step:
     prompt_ids: list[int] = field(default_factory=list)
     completion_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    info: dict | None = None
+
+
+def step_from_info(index: int, observation: str, action: str, reward: float, terminated: bool,
+                   truncated: bool, info: dict, completion=None) -> Step:
+    """The :class:`Step` a runner records from one ``env.step`` (every runner uses this).
+
+    Args:
+        index: Step number in the episode.
+        observation: The observation the policy acted on.
+        action: The action text sent to ``env.step``.
+        reward / terminated / truncated / info: What ``env.step`` returned (``info`` carries
+            the standard keys of :func:`memgym.envs.base.step_info`).
+        completion: The policy's :class:`memgym.engine.Completion` (token ids, logprobs), or
+            None for a step copied without tokens.
+    """
+    return Step(
+        index=index, observation=observation, action=action, ops=info["ops"],
+        op_results=info["op_results"], parse_error=info["parse_error"], reward=float(reward),
+        reward_terms=info["reward_terms"], terminated=bool(terminated), truncated=bool(truncated),
+        segment_end=info.get("segment_end"),
+        prompt_ids=list(completion.prompt_ids) if completion else [],
+        completion_ids=list(completion.completion_ids) if completion else [],
+        logprobs=list(completion.logprobs) if completion else [], info=info_extras(info))
 
 
 @dataclass
@@ -103,7 +158,10 @@ class Trajectory:
         final_observation: Observation returned by the last step.
         id: Unique id (hex).
         group: Id of the group (same seed) for group-relative advantages.
-        segments: Filled by :func:`build_segments` when the policy produced token ids.
+        segments: Filled by :func:`build_segments` when the policy produced token ids; they
+            may cover only some steps (a fork's replayed prefix has no tokens).
+        parent_id: Id of the trajectory this one was forked from ("" if none).
+        parent_step: Step of the parent at which the fork's policy took over (-1 if none).
     """
 
     env_id: str
@@ -115,6 +173,8 @@ class Trajectory:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     group: int = 0
     segments: list[Segment] = field(default_factory=list)
+    parent_id: str = ""
+    parent_step: int = -1
 
     @property
     def episode_return(self) -> float:
@@ -178,54 +238,80 @@ def build_segments(steps: list[Step]) -> list[Segment]:
     return segments
 
 
-def _step_record(step: Step) -> dict:
+def step_record(step: Step) -> dict:
+    """A step as trajectory files store it: JSON text for ops, op results, parse error, reward
+    terms and info (None: not recorded); ``segment_end`` "" for None."""
     return {
         "index": step.index, "observation": step.observation, "action": step.action,
-        "ops": json.dumps(step.ops), "op_results": json.dumps(step.op_results),
-        "parse_error": json.dumps(step.parse_error), "reward": step.reward,
-        "reward_terms": json.dumps(step.reward_terms), "terminated": step.terminated,
+        "ops": to_json(step.ops), "op_results": to_json(step.op_results),
+        "parse_error": to_json(step.parse_error), "reward": step.reward,
+        "reward_terms": to_json(step.reward_terms), "terminated": step.terminated,
         "truncated": step.truncated, "segment_end": step.segment_end or "",
+        "info": None if step.info is None else to_json(step.info),
     }
 
 
+def _filler(steps: list[Step], start: int, end: int) -> Segment:
+    """A token-less row segment for steps ``[start, end)`` that no token segment covers."""
+    reason = (steps[end - 1].segment_end or "prefix_break") if end > start else "end"
+    return Segment(0, start, end, [], [], [], [], reason)
+
+
+def _row_segments(traj: Trajectory) -> list[Segment]:
+    """One segment per row: the token segments, plus token-less fillers for the steps they do
+    not cover (scripted policies, a fork's replayed prefix), in step order."""
+    out, pos = [], 0
+    for seg in traj.segments:
+        if seg.step_start > pos:
+            out.append(_filler(traj.steps, pos, seg.step_start))
+        out.append(seg)
+        pos = seg.step_end
+    if pos < len(traj.steps) or not out:
+        out.append(_filler(traj.steps, pos, len(traj.steps)))
+    return out
+
+
 def _rows(traj: Trajectory) -> list[dict]:
-    segments = traj.segments or [
-        Segment(0, 0, len(traj.steps), [], [], [], [], "end")]  # scripted: no tokens, one row
+    segments = _row_segments(traj)
     common = {
         "trajectory_id": traj.id, "env_id": traj.env_id, "seed": traj.seed,
         "config": json.dumps(traj.config, sort_keys=True), "config_hash": config_hash(traj.config),
         "policy": traj.policy, "group": traj.group, "episode_return": traj.episode_return,
         "reward_terms": json.dumps(traj.reward_terms), "num_steps": len(traj.steps),
         "num_segments": len(segments), "final_observation": traj.final_observation,
+        "parent_id": traj.parent_id, "parent_step": traj.parent_step,
     }
     return [{
-        **common, "segment_index": seg.index, "step_start": seg.step_start,
+        **common, "segment_index": row, "step_start": seg.step_start,
         "step_end": seg.step_end, "end_reason": seg.end_reason, "prompt_ids": seg.prompt_ids,
         "completion_ids": seg.completion_ids, "loss_mask": seg.loss_mask,
         "logprobs": seg.logprobs,
-        "steps": [_step_record(s) for s in traj.steps[seg.step_start:seg.step_end]],
-    } for seg in segments]
+        "steps": [step_record(s) for s in traj.steps[seg.step_start:seg.step_end]],
+    } for row, seg in enumerate(segments)]
 
 
+_STEP_FIELDS = [
+    ("index", pa.int32()), ("observation", pa.string()), ("action", pa.string()),
+    ("ops", pa.string()), ("op_results", pa.string()), ("parse_error", pa.string()),
+    ("reward", pa.float64()), ("reward_terms", pa.string()), ("terminated", pa.bool_()),
+    ("truncated", pa.bool_()), ("segment_end", pa.string()), ("info", pa.string())]
 _SCHEMA = pa.schema([
     ("trajectory_id", pa.string()), ("env_id", pa.string()), ("seed", pa.int64()),
     ("config", pa.string()), ("config_hash", pa.string()), ("policy", pa.string()),
     ("group", pa.int64()), ("episode_return", pa.float64()), ("reward_terms", pa.string()),
     ("num_steps", pa.int32()), ("num_segments", pa.int32()), ("final_observation", pa.string()),
+    ("parent_id", pa.string()), ("parent_step", pa.int64()),
     ("segment_index", pa.int32()), ("step_start", pa.int32()), ("step_end", pa.int32()),
     ("end_reason", pa.string()), ("prompt_ids", pa.list_(pa.int32())),
     ("completion_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
-    ("logprobs", pa.list_(pa.float32())),
-    ("steps", pa.list_(pa.struct([
-        ("index", pa.int32()), ("observation", pa.string()), ("action", pa.string()),
-        ("ops", pa.string()), ("op_results", pa.string()), ("parse_error", pa.string()),
-        ("reward", pa.float64()), ("reward_terms", pa.string()), ("terminated", pa.bool_()),
-        ("truncated", pa.bool_()), ("segment_end", pa.string())]))),
+    ("logprobs", pa.list_(pa.float32())), ("steps", pa.list_(pa.struct(_STEP_FIELDS))),
 ], metadata={"memgym.schema_version": str(SCHEMA_VERSION)})
+_V1_COLUMNS = set(_SCHEMA.names) - {"parent_id", "parent_step"}
 
 
 def write_trajectories(trajectories: list[Trajectory], path: str | Path) -> Path:
-    """Write trajectories to Parquet atomically (temp file + rename), one row per segment.
+    """Write trajectories to Parquet atomically (temp file + rename), one row per segment
+    (steps no token segment covers get a token-less row).
 
     Returns:
         The path written.
@@ -240,59 +326,159 @@ def write_trajectories(trajectories: list[Trajectory], path: str | Path) -> Path
     return path
 
 
+def _migrate_v1(frame: pd.DataFrame) -> pd.DataFrame:
+    """Schema 1 → 2: no parent (``""`` / ``-1``), step ``info`` not recorded (None)."""
+    frame = frame.copy()
+    frame["parent_id"] = ""
+    frame["parent_step"] = -1
+    frame["steps"] = pd.Series([[{**rec, "info": None} for rec in steps]
+                                for steps in frame["steps"]], index=frame.index, dtype=object)
+    return frame
+
+
 def load_trajectories(path: str | Path) -> pd.DataFrame:
-    """Read a trajectory file as a DataFrame, one row per segment.
+    """Read a trajectory file as a DataFrame, one row per segment, in the current schema.
+
+    Schema-1 files are migrated (see the module docstring).
 
     Raises:
-        SchemaError: The file was not written by memgym or has another schema version.
         FileNotFoundError: ``path`` does not exist.
+        SchemaError: The file is not readable Parquet, was not written by memgym, lacks
+            columns, or has a schema version this memgym cannot read.
     """
-    table = pq.read_table(path)
-    meta = table.schema.metadata or {}
-    version = meta.get(b"memgym.schema_version")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such trajectory file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
+    version = (table.schema.metadata or {}).get(b"memgym.schema_version")
     if version is None:
         raise SchemaError(
             f"{path}: no memgym.schema_version metadata; not a memgym trajectory file")
-    if int(version) != SCHEMA_VERSION:
-        raise SchemaError(f"{path}: schema version {int(version)}, this memgym reads "
-                          f"version {SCHEMA_VERSION}")
-    missing = set(_SCHEMA.names) - set(table.schema.names)
+    if version.decode(errors="replace") not in ("1", str(SCHEMA_VERSION)):
+        raise SchemaError(f"{path}: schema version {version.decode(errors='replace')}, this "
+                          f"memgym reads version {SCHEMA_VERSION} (and migrates version 1)")
+    required = _V1_COLUMNS if version == b"1" else set(_SCHEMA.names)
+    missing = required - set(table.schema.names)
     if missing:
-        raise SchemaError(f"{path}: missing columns {sorted(missing)}")
-    return table.to_pandas()
+        raise SchemaError(f"{path}: missing columns {sorted(missing)} for schema version "
+                          f"{version.decode()}")
+    frame = table.to_pandas()
+    return _migrate_v1(frame) if version == b"1" else frame
+
+
+@dataclass
+class StoredTrajectory:
+    """One trajectory's rows of a trajectory frame, not decoded (what replay compares against).
+
+    Attributes:
+        meta: Trajectory columns of its first row (``trajectory_id``, ``env_id``, ``seed``,
+            ``config`` (JSON text), ``policy``, ``group``, ``num_steps``, ``final_observation``,
+            ``parent_id``, ``parent_step``).
+        steps: Step records as stored (``ops``, ``op_results``, ``parse_error``,
+            ``reward_terms`` and ``info`` as JSON text), rows in ``segment_index`` order.
+        segments: One per row, in order (token-less ones included).
+        problem: Why the rows do not hold steps ``0..num_steps-1`` exactly once, in order
+            ("" if they do).
+        first_bad_step: Index of the first step that is missing or out of place (``num_steps``
+            when there is no problem).
+    """
+
+    meta: dict
+    steps: list[dict]
+    segments: list[Segment]
+    problem: str = ""
+    first_bad_step: int = 0
+
+    @property
+    def id(self) -> str:
+        """The trajectory id."""
+        return self.meta["trajectory_id"]
+
+
+_META = ("trajectory_id", "env_id", "seed", "config", "policy", "group", "num_steps",
+         "final_observation", "parent_id", "parent_step")
+_SEGMENT = ("segment_index", "step_start", "step_end", "end_reason", "prompt_ids",
+            "completion_ids", "loss_mask", "logprobs", "steps")
+
+
+def _check_steps(indices: list[int], num_steps: int) -> tuple[str, int]:
+    """(problem, first bad step) of the step indices found for a trajectory."""
+    bad = next((pos for pos, index in enumerate(indices) if index != pos), len(indices))
+    if bad == len(indices) == num_steps:
+        return "", num_steps
+    missing = sorted(set(range(num_steps)) - set(indices))
+    extra = [i for i in indices if not 0 <= i < num_steps]
+    parts = ([f"steps {missing} missing"] if missing else []) + (
+        [f"unexpected steps {extra}"] if extra else [])
+    parts = parts or [f"step {indices[bad]} found at position {bad}"]
+    first_bad = min(bad, num_steps, *missing[:1])
+    return f"rows hold {len(indices)} of {num_steps} steps: {'; '.join(parts)}", first_bad
+
+
+def stored_trajectories(frame: pd.DataFrame) -> list[StoredTrajectory]:
+    """Group a :func:`load_trajectories` frame by trajectory, in file order, without decoding.
+
+    Returns:
+        One :class:`StoredTrajectory` per trajectory id; inconsistent rows are described in
+        its ``problem``, not raised.
+    """
+    cols = {name: frame[name].tolist() for name in (*_META, *_SEGMENT)}
+    rows_of: dict[str, list[int]] = {}
+    for row, traj_id in enumerate(cols["trajectory_id"]):
+        rows_of.setdefault(traj_id, []).append(row)
+    out = []
+    for rows in rows_of.values():
+        rows.sort(key=lambda r: cols["segment_index"][r])
+        meta = {name: cols[name][rows[0]] for name in _META}
+        steps = [rec for r in rows for rec in cols["steps"][r]]
+        segments = [Segment(
+            int(cols["segment_index"][r]), int(cols["step_start"][r]), int(cols["step_end"][r]),
+            np.asarray(cols["prompt_ids"][r]).tolist(),
+            np.asarray(cols["completion_ids"][r]).tolist(),
+            np.asarray(cols["loss_mask"][r]).tolist(), np.asarray(cols["logprobs"][r]).tolist(),
+            cols["end_reason"][r]) for r in rows]
+        problem, bad = _check_steps([int(rec["index"]) for rec in steps], int(meta["num_steps"]))
+        out.append(StoredTrajectory(meta, steps, segments, problem, bad))
+    return out
+
+
+def _decode_step(rec: dict) -> Step:
+    info = rec.get("info")
+    return Step(
+        index=int(rec["index"]), observation=rec["observation"], action=rec["action"],
+        ops=json.loads(rec["ops"]), op_results=json.loads(rec["op_results"]),
+        parse_error=json.loads(rec["parse_error"]), reward=float(rec["reward"]),
+        reward_terms=json.loads(rec["reward_terms"]), terminated=bool(rec["terminated"]),
+        truncated=bool(rec["truncated"]), segment_end=rec["segment_end"] or None,
+        info=None if info is None else json.loads(info))
+
+
+def decode_trajectory(stored: StoredTrajectory) -> Trajectory:
+    """Rebuild a :class:`Trajectory` (steps without token ids; token segments renumbered
+    from 0) from its stored rows.
+
+    Raises:
+        SchemaError: The rows do not hold its steps exactly once, in order.
+    """
+    if stored.problem:
+        raise SchemaError(f"trajectory {stored.id}: {stored.problem}")
+    meta = stored.meta
+    segments = [seg for seg in stored.segments if seg.prompt_ids or seg.completion_ids]
+    for number, seg in enumerate(segments):
+        seg.index = number
+    return Trajectory(
+        env_id=meta["env_id"], seed=int(meta["seed"]), config=json.loads(meta["config"]),
+        policy=meta["policy"], steps=[_decode_step(rec) for rec in stored.steps],
+        final_observation=meta["final_observation"], id=stored.id, group=int(meta["group"]),
+        segments=segments, parent_id=meta["parent_id"], parent_step=int(meta["parent_step"]))
 
 
 def trajectories_from_frame(frame: pd.DataFrame) -> list[Trajectory]:
-    """Rebuild :class:`Trajectory` objects (steps without token ids) from segment rows.
+    """Rebuild :class:`Trajectory` objects from segment rows, in file order.
 
     Raises:
         SchemaError: A trajectory's segment rows do not cover its steps exactly once.
     """
-    result = []
-    for traj_id, rows in frame.sort_values(["trajectory_id", "segment_index"]).groupby(
-            "trajectory_id", sort=False):
-        first = rows.iloc[0]
-        steps: list[Step] = []
-        segments: list[Segment] = []
-        for row in rows.itertuples():
-            for rec in row.steps:
-                steps.append(Step(
-                    index=int(rec["index"]), observation=rec["observation"], action=rec["action"],
-                    ops=json.loads(rec["ops"]), op_results=json.loads(rec["op_results"]),
-                    parse_error=json.loads(rec["parse_error"]), reward=float(rec["reward"]),
-                    reward_terms=json.loads(rec["reward_terms"]),
-                    terminated=bool(rec["terminated"]), truncated=bool(rec["truncated"]),
-                    segment_end=rec["segment_end"] or None))
-            segments.append(Segment(
-                int(row.segment_index), int(row.step_start), int(row.step_end),
-                list(row.prompt_ids), list(row.completion_ids), list(row.loss_mask),
-                list(row.logprobs), row.end_reason))
-        if [s.index for s in steps] != list(range(int(first.num_steps))):
-            raise SchemaError(f"trajectory {traj_id}: rows hold steps {[s.index for s in steps]},"
-                              f" expected 0..{int(first.num_steps) - 1}")
-        result.append(Trajectory(
-            env_id=first.env_id, seed=int(first.seed), config=json.loads(first.config),
-            policy=first.policy, steps=steps, final_observation=first.final_observation,
-            id=traj_id, group=int(first.group),
-            segments=[s for s in segments if s.prompt_ids or s.completion_ids]))
-    return result
+    return [decode_trajectory(stored) for stored in stored_trajectories(frame)]

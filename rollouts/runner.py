@@ -9,7 +9,7 @@ import gymnasium as gym
 from tqdm.auto import tqdm
 
 from memgym.rollouts.policy import Policy
-from memgym.trajectory import Step, Trajectory, build_segments
+from memgym.trajectory import Trajectory, build_segments, step_from_info
 
 
 def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[int],
@@ -60,14 +60,8 @@ def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[
             state = slots[i]
             obs, reward, terminated, truncated, info = envs[i].step(completion.text)
             traj: Trajectory = state["traj"]
-            traj.steps.append(Step(
-                index=len(traj.steps), observation=state["obs"], action=completion.text,
-                ops=info["ops"], op_results=info["op_results"], parse_error=info["parse_error"],
-                reward=float(reward), reward_terms=info["reward_terms"], terminated=terminated,
-                truncated=truncated, segment_end=info.get("segment_end"),
-                prompt_ids=list(completion.prompt_ids),
-                completion_ids=list(completion.completion_ids),
-                logprobs=list(completion.logprobs)))
+            traj.steps.append(step_from_info(len(traj.steps), state["obs"], completion.text,
+                                             reward, terminated, truncated, info, completion))
             if terminated or truncated:
                 traj.final_observation = obs
                 if any(s.completion_ids for s in traj.steps):

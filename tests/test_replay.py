@@ -1,38 +1,103 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from memgym import load_trajectories, write_trajectories
-from memgym.cli import app
+from memgym.cli import app, main
 from memgym.envs import baselines
+from memgym.errors import SchemaError
 from memgym.replay import replay
 from memgym.rollouts import run_episodes
+from memgym.trajectory import SCHEMA_VERSION
 
 from .conftest import ENV_ID
 
+FORGED = '{"memory": [{"event": "ADD", "text": "forged"}]}'
 
-def test_scripted_rollouts_replay_exactly_and_corruption_is_located(tmp_path):
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """12 scripted trajectories (4 baselines x 3 seeds, window 4) in a file."""
     trajs = []
     for name, cls in baselines(ENV_ID).items():
         trajs += run_episodes(ENV_ID, {"window": 4}, cls(), [0, 1, 2], progress=False)
         assert all(t.policy == name for t in trajs[-3:])
-    path = write_trajectories(trajs, tmp_path / "t.parquet")
-    report = replay(load_trajectories(path))
-    assert report.ok and report.trajectories == 12 and report.steps == 48
+    return write_trajectories(trajs, tmp_path_factory.mktemp("replay") / "t.parquet")
 
-    frame = load_trajectories(path)
+
+def _write_frame(frame, path, version=str(SCHEMA_VERSION)):
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({"memgym.schema_version": version}), path)
+    return path
+
+
+def test_scripted_rollouts_replay_exactly(saved):
+    report = replay(load_trajectories(saved))
+    assert report.ok and report.trajectories == 12 and report.steps == 48
+    assert CliRunner().invoke(app, ["replay", str(saved), "--verify"]).exit_code == 0
+
+
+def test_changed_action_is_located_with_a_diff(saved, tmp_path):
+    frame = load_trajectories(saved)
     steps = [dict(s) for s in frame.at[4, "steps"]]
-    steps[2]["action"] = '{"memory": [{"event": "ADD", "text": "forged"}]}'
+    steps[2]["action"] = FORGED
     frame.at[4, "steps"] = steps
+    (d,) = replay(frame).divergences
+    assert d.trajectory_id == frame.at[4, "trajectory_id"] and d.step == 2 and d.field == "ops"
+    assert '\n+  "text": "forged"\n' in d.diff and d.diff.startswith("--- recorded\n+++ replayed")
+
+    result = CliRunner().invoke(app, ["replay", str(_write_frame(frame, tmp_path / "b.parquet")),
+                                      "--verify"])
+    assert result.exit_code == 1 and "1 divergences" in result.output
+    assert f"trajectory {d.trajectory_id} step 2 field ops" in result.output
+    assert '"text": "forged"' in result.output
+
+
+def test_changed_reward_and_observation_are_located(saved):
+    frame = load_trajectories(saved)
+    steps = [dict(s) for s in frame.at[0, "steps"]]
+    steps[1]["reward"] = 0.5
+    steps[3]["observation"] = steps[3]["observation"].replace("New turn:", "New turn: (edited)")
+    frame.at[0, "steps"] = steps
+    (d,) = replay(frame).divergences
+    assert (d.step, d.field, d.recorded, d.replayed) == (1, "reward", "0.5", "0.0")
+    steps[1]["reward"] = 0.0
+    frame.at[0, "steps"] = steps
+    (d,) = replay(frame).divergences
+    assert (d.step, d.field) == (2, "observation")  # the observation step 2 returned
+    assert "-New turn: (edited)" in d.diff and "+New turn:" in d.diff
+
+
+@pytest.mark.parametrize(("keep", "bad_step", "message"), [
+    (slice(0, 3), 3, "rows hold 3 of 4 steps: steps [3] missing"),
+    ([0, 2, 3], 1, "rows hold 3 of 4 steps: steps [1] missing"),
+])
+def test_truncated_row_is_located(saved, tmp_path, keep, bad_step, message):
+    frame = load_trajectories(saved)
+    steps = list(frame.at[5, "steps"])
+    frame.at[5, "steps"] = steps[keep] if isinstance(keep, slice) else [steps[i] for i in keep]
     report = replay(frame)
     (d,) = report.divergences
-    assert d.trajectory_id == frame.at[4, "trajectory_id"] and d.step == 2 and d.field == "ops"
+    assert (d.trajectory_id, d.step, d.field) == (frame.at[5, "trajectory_id"], bad_step, "steps")
+    assert d.recorded == message and report.trajectories == 12
+    result = CliRunner().invoke(app, ["replay", str(_write_frame(frame, tmp_path / "t.parquet"))])
+    assert result.exit_code == 1 and f"step {bad_step} field steps" in result.output
 
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(
-        {"memgym.schema_version": "1"}), tmp_path / "bad.parquet")
-    result = CliRunner().invoke(app, ["replay", str(tmp_path / "bad.parquet")])
-    assert result.exit_code == 1 and "step 2 field ops" in result.output
-    assert CliRunner().invoke(app, ["replay", str(path)]).exit_code == 0
+
+def test_wrong_schema_version_and_truncated_file_are_refused(saved, tmp_path, capsys, monkeypatch):
+    bad = _write_frame(load_trajectories(saved), tmp_path / "v99.parquet", version="99")
+    with pytest.raises(SchemaError, match="schema version 99, this memgym reads version 2"):
+        load_trajectories(bad)
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(saved.read_bytes()[:-100])
+    with pytest.raises(SchemaError, match="not a readable Parquet file"):
+        load_trajectories(cut)
+    for path, expected in ((bad, "schema version 99"), (cut, "not a readable Parquet")):
+        monkeypatch.setattr("sys.argv", ["memgym", "replay", str(path)])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        assert exit_info.value.code == 2 and expected in capsys.readouterr().out
 
 
 def test_baselines_rank_on_validation():

@@ -1,3 +1,4 @@
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -46,4 +47,80 @@ def test_wrong_schema_version_is_refused(tmp_path):
     table = pq.read_table(path)
     pq.write_table(table.replace_schema_metadata({"memgym.schema_version": "99"}), path)
     with pytest.raises(SchemaError, match="schema version 99"):
+        load_trajectories(path)
+
+
+_V1_STEP = pa.struct([
+    ("index", pa.int32()), ("observation", pa.string()), ("action", pa.string()),
+    ("ops", pa.string()), ("op_results", pa.string()), ("parse_error", pa.string()),
+    ("reward", pa.float64()), ("reward_terms", pa.string()), ("terminated", pa.bool_()),
+    ("truncated", pa.bool_()), ("segment_end", pa.string())])
+_V1_SCHEMA = pa.schema([  # what memgym wrote before SCHEMA_VERSION 2
+    ("trajectory_id", pa.string()), ("env_id", pa.string()), ("seed", pa.int64()),
+    ("config", pa.string()), ("config_hash", pa.string()), ("policy", pa.string()),
+    ("group", pa.int64()), ("episode_return", pa.float64()), ("reward_terms", pa.string()),
+    ("num_steps", pa.int32()), ("num_segments", pa.int32()), ("final_observation", pa.string()),
+    ("segment_index", pa.int32()), ("step_start", pa.int32()), ("step_end", pa.int32()),
+    ("end_reason", pa.string()), ("prompt_ids", pa.list_(pa.int32())),
+    ("completion_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
+    ("logprobs", pa.list_(pa.float32())), ("steps", pa.list_(_V1_STEP)),
+], metadata={"memgym.schema_version": "1"})
+
+
+def write_v1(trajectories, path):
+    """A schema-1 file of ``trajectories`` (v2 rows minus the parent columns and step info)."""
+    rows = pq.read_table(write_trajectories(trajectories, path)).to_pylist()
+    for row in rows:
+        del row["parent_id"], row["parent_step"]
+        for step in row["steps"]:
+            del step["info"]
+    pq.write_table(pa.Table.from_pylist(rows, schema=_V1_SCHEMA), path)
+    return path
+
+
+def test_schema_v1_is_migrated(tmp_path):
+    steps = [_step(0, [1], [2], "overwrite"), _step(1, [5], [6, 7], "end")]
+    traj = Trajectory("memgym/X-v0", 3, {"window": 2}, "p", steps, "final", group=3,
+                      segments=build_segments(steps))
+    frame = load_trajectories(write_v1([traj], tmp_path / "v1.parquet"))
+    assert list(frame["parent_id"]) == ["", ""] and list(frame["parent_step"]) == [-1, -1]
+    (back,) = trajectories_from_frame(frame)
+    assert (back.parent_id, back.parent_step) == ("", -1)
+    assert [s.info for s in back.steps] == [None, None]  # not recorded in version 1
+    assert back.segments == traj.segments and [s.action for s in back.steps] == ["act0", "act1"]
+
+
+def test_v1_scripted_file_replays(tmp_path):
+    from memgym.envs import baselines
+    from memgym.replay import replay
+    from memgym.rollouts import run_episodes
+
+    from .conftest import ENV_ID
+
+    trajs = run_episodes(ENV_ID, {"window": 3}, baselines(ENV_ID)["mem0-like"](), [0, 1],
+                         progress=False)
+    report = replay(load_trajectories(write_v1(trajs, tmp_path / "v1.parquet")))
+    assert report.ok and report.steps == 6
+
+
+def test_parents_info_and_uncovered_steps_roundtrip(tmp_path):
+    steps = [_step(0, [], [], "overwrite"), _step(1, [], [], "overwrite"),
+             _step(2, [5], [6, 7], "end")]
+    for step, info in zip(steps, [{"bank_size": 1}, {}, {"qa": [{"retrieved": ["0"]}]}],
+                          strict=True):
+        step.info = info
+    traj = Trajectory("memgym/X-v0", 3, {}, "fork", steps, "", group=7, parent_id="abc",
+                      parent_step=2, segments=build_segments(steps[2:]))
+    frame = load_trajectories(write_trajectories([traj], tmp_path / "t.parquet"))
+    assert list(frame["step_start"]) == [0, 2] and list(frame["prompt_ids"].map(len)) == [0, 1]
+    (back,) = trajectories_from_frame(frame)
+    assert back.parent_id == "abc" and back.parent_step == 2 and back.segments == traj.segments
+    assert [s.info for s in back.steps] == [s.info for s in steps]
+
+
+def test_unknown_metadata_is_refused(tmp_path):
+    traj = Trajectory("memgym/X-v0", 0, {}, "p", [_step(0, [], [], "end")])
+    path = write_trajectories([traj], tmp_path / "t.parquet")
+    pq.write_table(pq.read_table(path).replace_schema_metadata({}), path)
+    with pytest.raises(SchemaError, match=r"no memgym\.schema_version"):
         load_trajectories(path)

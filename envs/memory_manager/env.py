@@ -57,8 +57,10 @@ class MemoryManagerEnv(MemgymEnv):
     ``ops``, ``op_results``, ``parse_error``, ``reward_terms``, ``segment_end`` (``"overwrite"``:
     each prompt is rebuilt, so every step is its own segment; ``"end"`` on the last step),
     ``bank_size``, ``turn`` (the next item: id, speaker, date, text), on the last step ``qa`` (one
-    record per question with prediction and score), and ``privileged["answers"]``: the
-    ``(question, answer)`` pairs whose last evidence is the current item (for the oracle).
+    :class:`~memgym.envs.answerers.Answered` record per question: prediction, score and the
+    ``retrieved`` / ``supporting`` entry ids that memory metrics read), and
+    ``privileged["answers"]``: the ``(question, answer)`` pairs whose last evidence is the
+    current item (for the oracle).
 
     ## Arguments
     ``source`` (a registered source name or a :class:`TaskSource`; ``locomo`` takes ``window``,

@@ -1,0 +1,86 @@
+import math
+
+import pytest
+
+from memgym import load_trajectories, write_trajectories
+from memgym.envs import baselines
+from memgym.errors import ConfigError
+from memgym.metrics import summarize, training_row, trajectory_metrics
+from memgym.rollouts import run_episodes
+from memgym.trajectory import Step, Trajectory
+
+from .conftest import ENV_ID
+
+
+def _result(kind, applied, entry, **fields):
+    return {"op": {**fields, "kind": kind}, "applied": applied, "id": entry,
+            "reason": "" if applied else "no entry"}
+
+
+def _hand_built() -> Trajectory:
+    """step 0: ADD A (id 0), ADD B (id 1); step 1: UPDATE 0, DELETE 1, ADD C (id 2), UPDATE 9
+    (rejected); step 2: a parse error, then two questions retrieve [0, 2] (0 supports) and [2]."""
+    s0 = [_result("add", True, "0", text="A"), _result("add", True, "1", text="B")]
+    s1 = [_result("update", True, "0", id="0", text="A2"), _result("delete", True, "1", id="1"),
+          _result("add", True, "2", text="C"), _result("update", False, "9", id="9", text="x")]
+    qa = [{"question": "q1", "retrieved": ["0", "2"], "supporting": ["0"]},
+          {"question": "q2", "retrieved": ["2"], "supporting": []}]
+    steps = [
+        Step(0, "o0", "a0", ops=[r["op"] for r in s0], op_results=s0, info={"bank_size": 2}),
+        Step(1, "o1", "a1", ops=[r["op"] for r in s1], op_results=s1, info={"bank_size": 2}),
+        Step(2, "o2", "bad", parse_error={"position": 0, "reason": "x"}, reward=0.5,
+             reward_terms={"qa": 0.5}, terminated=True, segment_end="end",
+             info={"bank_size": 2, "qa": qa}),
+    ]
+    return Trajectory("memgym/X-v0", 0, {}, "hand", steps, id="hand")
+
+
+def test_metrics_of_a_hand_built_trajectory_equal_hand_computed_values(tmp_path):
+    expected = {
+        "steps": 3, "episode_return": 0.5, "ops_per_step": 6 / 3,
+        "op_add": 3 / 6, "op_update": 2 / 6, "op_delete": 1 / 6, "op_noop": 0.0,
+        "parse_error_rate": 1 / 3, "rejected_op_rate": 1 / 6,
+        "bank_size_mean": 2.0, "bank_size_final": 2,  # {0, 1} → {0, 2} → {0, 2}
+        "reads": 3,
+        "read_age_mean": (2 + 1 + 1) / 3,  # entry 0 created at 0, entry 2 at 1; read at 2
+        "read_staleness_mean": (1 + 1 + 1) / 3,  # entry 0 updated at 1
+        "writes": 4,  # ADD 0, ADD 1, UPDATE 0, ADD 2
+        "write_read_hit_rate": 1 / 3,  # of created 0, 1, 2 only 0 supports an answer
+        "wasted_writes": 2,  # ADD 0 (overwritten before the read), ADD 1 (deleted)
+        "wasted_write_rate": 2 / 4,
+    }
+    row = trajectory_metrics(_hand_built())
+    assert {k: row[k] for k in expected} == pytest.approx(expected)
+    frame = load_trajectories(write_trajectories([_hand_built()], tmp_path / "t.parquet"))
+    assert summarize(frame).iloc[0][list(expected)].to_dict() == pytest.approx(expected)
+
+
+def test_read_metrics_are_nan_without_qa_records():
+    traj = _hand_built()
+    traj.steps[2].info = None  # e.g. a schema-1 file
+    row = trajectory_metrics(traj)
+    for name in ("reads", "read_age_mean", "write_read_hit_rate", "wasted_writes",
+                 "wasted_write_rate"):
+        assert math.isnan(row[name]), name
+    assert row["writes"] == 4 and row["bank_size_final"] == 2
+
+
+def test_summaries_of_scripted_rollouts():
+    trajs = []
+    for cls in baselines(ENV_ID).values():
+        trajs += run_episodes(ENV_ID, {"window": 4}, cls(), range(6), progress=False)
+    table = summarize(trajs)
+    assert len(table) == 24
+    for traj, row in zip(trajs, table.itertuples(), strict=True):
+        assert row.bank_size_final == traj.steps[-1].info["bank_size"]  # exact reconstruction
+    per_policy = summarize(trajs, by="policy").set_index("policy")
+    assert list(per_policy["trajectories"]) == [6, 6, 6, 6]
+    assert per_policy.at["noop", "writes"] == 0 and per_policy.at["noop", "ops_per_step"] == 0
+    assert math.isnan(per_policy.at["noop", "op_add"])  # {"memory": []}: no op to mix
+    assert per_policy.at["store-all", "op_add"] == 1.0
+    assert per_policy.at["store-all", "bank_size_final"] == 4.0
+    assert 0 < per_policy.at["oracle", "write_read_hit_rate"] <= 1
+    row = training_row(trajs)
+    assert set(row) >= {"op_add", "mem_bank_size_final", "mem_write_read_hit_rate"}
+    with pytest.raises(ConfigError, match="by must be"):
+        summarize(trajs, by="seed")
