@@ -31,10 +31,13 @@ from memgym.ops import OpResult, op_to_dict
 
 
 def _charset() -> str:
-    # Letters, digits, punctuation, symbols and spaces of the BMP up to CJK (U+0020-U+9FFF):
-    # ~38k chars, cheap for gymnasium's Text (a full-Unicode charset costs 2 s and 0.7 GB).
-    chars = {chr(c) for c in range(0x20, 0xA000)
-             if unicodedata.category(chr(c))[0] in "LNPS" or unicodedata.category(chr(c)) == "Zs"}
+    # Letters, marks, digits, punctuation, symbols, spaces and format characters (e.g. the
+    # zero-width joiner of emoji sequences) of the BMP plus the emoji planes (U+1F000-U+1FAFF):
+    # ~60k chars, cheap for gymnasium's Text (a full-Unicode charset costs 2 s and 0.7 GB).
+    codepoints = [*range(0x20, 0xD800), *range(0xE000, 0xFFFE), *range(0x1F000, 0x1FB00)]
+    chars = {chr(c) for c in codepoints
+             if unicodedata.category(chr(c))[0] in "LMNPS"
+             or unicodedata.category(chr(c)) in ("Zs", "Cf")}
     return "".join(sorted(chars | set(string.whitespace)))
 
 
