@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from memgym.codecs import HermesToolCodec
+from memgym.codecs import MemAlphaCodec
 from memgym.envs.answerers import Answerer, Question, RecallAnswerer
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
 from memgym.envs.mem_alpha.validity import RuleValidityJudge, ValidityJudge
@@ -109,7 +109,7 @@ class MemAlphaEnv(MemgymEnv):
 
     ## Action Space
     ``Text(max_length=max_action_chars)``: zero or more Hermes ``<tool_call>{"name", "arguments"}
-    </tool_call>`` blocks, parsed by :class:`memgym.codecs.HermesToolCodec`. Tools:
+    </tool_call>`` blocks, parsed by :class:`memgym.codecs.MemAlphaCodec`. Tools:
     ``new_memory_insert(memory_type, content)``, ``memory_update(memory_type, new_content,
     memory_id?)``, ``memory_delete(memory_type, memory_id?)``. Text without a block is a step
     with zero calls; a block that does not parse makes the action malformed (no call applied).
@@ -197,7 +197,7 @@ class MemAlphaEnv(MemgymEnv):
         self.format_penalty, self.shown_items = format_penalty, shown_items
         self.max_steps = max_steps
         self.memory_limits = (max_core_chars, max_item_chars, max_items)
-        self.codec = HermesToolCodec()
+        self.codec = MemAlphaCodec()
         # Bound: instructions + core + shown items (content + id + timestamp) + chunk + headers.
         bound = (len(INSTRUCTIONS) + max_core_chars + 2 * shown_items * (max_item_chars + 80)
                  + chunk_chars + 512)
