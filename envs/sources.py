@@ -151,3 +151,21 @@ class FiniteSource:
             raise ConfigError(f"instance index must be in [0, {len(self._instances)}), "
                               f"got {index}")
         return self._instances[index]
+
+
+class UnboundedSource:
+    """Base for generated sources (``num_instances`` is None): :meth:`sample` is the only way to
+    draw an instance; subclasses define it."""
+
+    name = "unbounded"
+    num_instances: int | None = None
+
+    def instance(self, index: int) -> TaskInstance:
+        """Always raises: the source is unbounded (draw with :meth:`TaskSource.sample`).
+
+        Raises:
+            ConfigError: Always.
+        """
+        raise ConfigError(f"source {self.name!r} is unbounded (num_instances=None): "
+                          f"sample it with a seed (reset(seed=...)) instead of asking for instance "
+                          f"{index}")
