@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -87,6 +87,18 @@ class TaskSource(Protocol):
             ConfigError: The source is unbounded or ``index`` is out of range.
         """
         ...
+
+
+def pick_instance(source: TaskSource, rng: np.random.Generator,
+                  options: dict[str, Any] | None) -> TaskInstance:
+    """The instance of an episode: ``source.instance(options["episode"])`` when reset's
+    ``options`` name an episode, else a fresh ``source.sample(rng)``.
+
+    Raises:
+        ConfigError: The episode index is out of range or the source is unbounded.
+    """
+    index = (options or {}).get("episode")
+    return source.sample(rng) if index is None else source.instance(index)
 
 
 SOURCES: dict[str, Callable[..., TaskSource]] = {}

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from memgym.codecs import MemAlphaCodec
-from memgym.envs.answerers import Answerer, Question, RecallAnswerer
+from memgym.envs.answerers import Answerer, Question, make_answerer
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
 from memgym.envs.mem_alpha.validity import RuleValidityJudge, ValidityJudge
-from memgym.envs.sources import QAItem, StreamItem, TaskSource, make_source
+from memgym.envs.sources import QAItem, StreamItem, TaskSource, make_source, pick_instance
 from memgym.errors import ConfigError
 from memgym.memory import MemoryBank
 from memgym.ops import Add, MemoryInsert, MemoryUpdate
@@ -178,10 +178,7 @@ class MemAlphaEnv(MemgymEnv):
                  max_core_chars: int = 512, max_item_chars: int = 512, max_items: int = 200,
                  shown_items: int = 20, max_action_chars: int = 8000, max_steps: int = 64,
                  **source_kwargs: Any) -> None:
-        if isinstance(answerer, str):
-            if answerer != "recall":
-                raise ConfigError(f"answerer must be 'recall' or an Answerer, got {answerer!r}")
-            answerer = RecallAnswerer(top_k=answer_top_k)
+        answerer = make_answerer(answerer, answer_top_k)
         for name, value in (("chunk_chars", chunk_chars), ("max_steps", max_steps),
                             ("max_core_chars", max_core_chars),
                             ("max_item_chars", max_item_chars)):
@@ -237,9 +234,7 @@ class MemAlphaEnv(MemgymEnv):
             ConfigError: ``options["episode"]`` is out of range, or the instance has no items.
         """
         super().reset(seed=seed)
-        index = (options or {}).get("episode")
-        self.instance = (self.source.sample(self.np_random) if index is None
-                         else self.source.instance(index))
+        self.instance = pick_instance(self.source, self.np_random, options)
         self.chunks = chunk_stream(self.instance.items, self.chunk_chars)
         if not self.chunks:
             raise ConfigError(f"instance {self.instance.id} has no stream items")
