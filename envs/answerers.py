@@ -114,6 +114,20 @@ class RecallAnswerer:
         return out
 
 
+def make_answerer(answerer: str | Answerer, top_k: int = 5) -> Answerer:
+    """An env's ``answerer`` argument → the answerer: ``"recall"`` builds a
+    :class:`RecallAnswerer` over the top-``top_k`` memories; an :class:`Answerer` passes through.
+
+    Raises:
+        ConfigError: ``answerer`` is another string.
+    """
+    if not isinstance(answerer, str):
+        return answerer
+    if answerer != "recall":
+        raise ConfigError(f"answerer must be 'recall' or an Answerer, got {answerer!r}")
+    return RecallAnswerer(top_k=top_k)
+
+
 ANSWER_PROMPT = """You answer questions about a conversation using memories.
 Memories (most relevant first):
 {memories}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -89,6 +89,18 @@ class TaskSource(Protocol):
         ...
 
 
+def pick_instance(source: TaskSource, rng: np.random.Generator,
+                  options: dict[str, Any] | None) -> TaskInstance:
+    """The instance of an episode: ``source.instance(options["episode"])`` when reset's
+    ``options`` name an episode, else a fresh ``source.sample(rng)``.
+
+    Raises:
+        ConfigError: The episode index is out of range or the source is unbounded.
+    """
+    index = (options or {}).get("episode")
+    return source.sample(rng) if index is None else source.instance(index)
+
+
 SOURCES: dict[str, Callable[..., TaskSource]] = {}
 
 
@@ -151,3 +163,21 @@ class FiniteSource:
             raise ConfigError(f"instance index must be in [0, {len(self._instances)}), "
                               f"got {index}")
         return self._instances[index]
+
+
+class UnboundedSource:
+    """Base for generated sources (``num_instances`` is None): :meth:`sample` is the only way to
+    draw an instance; subclasses define it."""
+
+    name = "unbounded"
+    num_instances: int | None = None
+
+    def instance(self, index: int) -> TaskInstance:
+        """Always raises: the source is unbounded (draw with :meth:`TaskSource.sample`).
+
+        Raises:
+            ConfigError: Always.
+        """
+        raise ConfigError(f"source {self.name!r} is unbounded (num_instances=None): "
+                          f"sample it with a seed (reset(seed=...)) instead of asking for instance "
+                          f"{index}")

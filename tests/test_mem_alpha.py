@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memgym import load_trajectories, write_trajectories
-from memgym.codecs import HermesToolCodec
+from memgym.codecs import MemAlphaCodec
 from memgym.envs import SOURCES, baselines, make_source
 from memgym.envs.mem_alpha import MemAlphaEnv, RuleValidityJudge, chunk_stream
 from memgym.envs.sources import FiniteSource, QAItem, StreamItem, TaskInstance
@@ -18,7 +18,7 @@ from memgym.rollouts import run_episodes
 from memgym.structured_memory import StructuredMemory
 
 ENV_ID = "memgym/MemAlpha-v0"
-codec = HermesToolCodec()
+codec = MemAlphaCodec()
 
 
 class TinySource(FiniteSource):
@@ -74,6 +74,7 @@ def test_codec_lenient_forms_and_errors():
     err = codec.decode('<tool_call>{"name": </tool_call>').error
     assert err.position == 19 and "invalid JSON" in err.reason
     assert codec.decode("<tool_call>" + "[" * 100000).error is not None
+    assert "unknown tool [1]" in codec.decode('<tool_call>{"name": [1]}</tool_call>').error.reason
 
 
 # --- structured memory -----------------------------------------------------------------------

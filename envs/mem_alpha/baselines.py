@@ -10,12 +10,12 @@ import re
 import textwrap
 from collections.abc import Sequence
 
-from memgym.codecs import HermesToolCodec
+from memgym.codecs import MemAlphaCodec
 from memgym.engine import Completion
 from memgym.envs.mem_alpha.validity import content_words
 from memgym.ops import MemoryInsert, MemoryOp, MemoryUpdate
 
-_CODEC = HermesToolCodec()
+_CODEC = MemAlphaCodec()
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
 
 

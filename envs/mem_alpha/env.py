@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from memgym.codecs import HermesToolCodec
-from memgym.envs.answerers import Answerer, Question, RecallAnswerer
+from memgym.codecs import MemAlphaCodec
+from memgym.envs.answerers import Answerer, Question, make_answerer
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
 from memgym.envs.mem_alpha.validity import RuleValidityJudge, ValidityJudge
-from memgym.envs.sources import QAItem, StreamItem, TaskSource, make_source
+from memgym.envs.sources import QAItem, StreamItem, TaskSource, make_source, pick_instance
 from memgym.errors import ConfigError
 from memgym.memory import MemoryBank
 from memgym.ops import Add, MemoryInsert, MemoryUpdate
@@ -109,7 +109,7 @@ class MemAlphaEnv(MemgymEnv):
 
     ## Action Space
     ``Text(max_length=max_action_chars)``: zero or more Hermes ``<tool_call>{"name", "arguments"}
-    </tool_call>`` blocks, parsed by :class:`memgym.codecs.HermesToolCodec`. Tools:
+    </tool_call>`` blocks, parsed by :class:`memgym.codecs.MemAlphaCodec`. Tools:
     ``new_memory_insert(memory_type, content)``, ``memory_update(memory_type, new_content,
     memory_id?)``, ``memory_delete(memory_type, memory_id?)``. Text without a block is a step
     with zero calls; a block that does not parse makes the action malformed (no call applied).
@@ -178,10 +178,7 @@ class MemAlphaEnv(MemgymEnv):
                  max_core_chars: int = 512, max_item_chars: int = 512, max_items: int = 200,
                  shown_items: int = 20, max_action_chars: int = 8000, max_steps: int = 64,
                  **source_kwargs: Any) -> None:
-        if isinstance(answerer, str):
-            if answerer != "recall":
-                raise ConfigError(f"answerer must be 'recall' or an Answerer, got {answerer!r}")
-            answerer = RecallAnswerer(top_k=answer_top_k)
+        answerer = make_answerer(answerer, answer_top_k)
         for name, value in (("chunk_chars", chunk_chars), ("max_steps", max_steps),
                             ("max_core_chars", max_core_chars),
                             ("max_item_chars", max_item_chars)):
@@ -197,7 +194,7 @@ class MemAlphaEnv(MemgymEnv):
         self.format_penalty, self.shown_items = format_penalty, shown_items
         self.max_steps = max_steps
         self.memory_limits = (max_core_chars, max_item_chars, max_items)
-        self.codec = HermesToolCodec()
+        self.codec = MemAlphaCodec()
         # Bound: instructions + core + shown items (content + id + timestamp) + chunk + headers.
         bound = (len(INSTRUCTIONS) + max_core_chars + 2 * shown_items * (max_item_chars + 80)
                  + chunk_chars + 512)
@@ -237,9 +234,7 @@ class MemAlphaEnv(MemgymEnv):
             ConfigError: ``options["episode"]`` is out of range, or the instance has no items.
         """
         super().reset(seed=seed)
-        index = (options or {}).get("episode")
-        self.instance = (self.source.sample(self.np_random) if index is None
-                         else self.source.instance(index))
+        self.instance = pick_instance(self.source, self.np_random, options)
         self.chunks = chunk_stream(self.instance.items, self.chunk_chars)
         if not self.chunks:
             raise ConfigError(f"instance {self.instance.id} has no stream items")

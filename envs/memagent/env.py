@@ -7,7 +7,7 @@ from typing import Any
 
 from memgym.codecs.memagent import MEMORY_MARKER, BoxedAnswerCodec, MemoryRewriteCodec
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
-from memgym.envs.sources import TaskSource, make_source
+from memgym.envs.sources import TaskSource, make_source, pick_instance
 from memgym.errors import ConfigError
 from memgym.ops import Answer, OpResult, Overwrite
 from memgym.scoring import exact_match, token_f1
@@ -165,9 +165,7 @@ class MemAgentEnv(MemgymEnv):
                 than ``max(chunk_chars, 8192)`` characters.
         """
         super().reset(seed=seed)
-        index = (options or {}).get("episode")
-        self.instance = (self.source.sample(self.np_random) if index is None
-                         else self.source.instance(index))
+        self.instance = pick_instance(self.source, self.np_random, options)
         items, questions = self.instance.items, self.instance.questions
         longest = max((len(item.text) for item in items), default=0)
         if not 0 < len(items) <= self.max_chunks or not questions or (

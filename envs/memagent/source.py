@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 
 from memgym.envs.corpora import HotpotQuestion, Paragraph, load_hotpotqa
-from memgym.envs.sources import QAItem, StreamItem, TaskInstance, split_range
+from memgym.envs.sources import QAItem, StreamItem, TaskInstance, UnboundedSource, split_range
 from memgym.errors import ConfigError
 
 SEPARATOR = "\n\n"
@@ -53,7 +53,7 @@ def chunk_spans(text: str, size: int) -> list[tuple[int, int]]:
     return spans
 
 
-class HotpotHaystackSource:
+class HotpotHaystackSource(UnboundedSource):
     """HotpotQA questions whose 10 paragraphs (2 gold + 8 distractors) are padded with
     paragraphs of *other* questions of the split up to ``context_chars``, shuffled, rendered as
     ``Document k:\\n<title>\\n<text>`` and cut into chunks of at most ``chunk_chars`` (RULER's
@@ -80,7 +80,6 @@ class HotpotHaystackSource:
     """
 
     name = "hotpotqa-haystack"
-    num_instances: int | None = None
 
     def __init__(self, split: str = "train", context_chars: int = 6000,
                  chunk_chars: int = 2000) -> None:
@@ -134,12 +133,3 @@ class HotpotHaystackSource:
                          if any(s < g_end and g_start < e for g_start, g_end in gold))
         return TaskInstance(f"{question.id}:{len(parts)}p", items,
                             (QAItem(question.question, (question.answer,), evidence),))
-
-    def instance(self, index: int) -> TaskInstance:
-        """Always raises: the source is unbounded.
-
-        Raises:
-            ConfigError: Always.
-        """
-        raise ConfigError(f"source {self.name!r} is unbounded (sampled padding); "
-                          f"use reset(seed=...) instead of options={{'episode': {index}}}")

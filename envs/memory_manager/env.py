@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from memgym.codecs import Mem0JsonCodec
-from memgym.envs.answerers import Answerer, Question, RecallAnswerer
+from memgym.envs.answerers import Answerer, Question, make_answerer
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
-from memgym.envs.sources import TaskSource, make_source
+from memgym.envs.sources import TaskSource, make_source, pick_instance
 from memgym.errors import ConfigError
 from memgym.memory import MemoryBank
 from memgym.retrieval import BM25Index
@@ -80,11 +80,7 @@ class MemoryManagerEnv(MemgymEnv):
                  format_penalty: float = 0.1, max_action_chars: int = 2000,
                  max_entries: int | None = None, max_memory_chars: int = 500,
                  max_steps: int = 64, **source_kwargs: Any) -> None:
-        if isinstance(answerer, str):
-            if answerer != "recall":
-                raise ConfigError(f"answerer must be 'recall' or an Answerer, got {answerer!r}")
-            answerer = RecallAnswerer(top_k=answer_top_k)
-        self.answerer = answerer
+        self.answerer = make_answerer(answerer, answer_top_k)
         self.source = make_source(source, split, **source_kwargs)
         self.related_k, self.format_penalty = related_k, format_penalty
         self.max_entries, self.max_memory_chars = max_entries, max_memory_chars
@@ -122,9 +118,7 @@ class MemoryManagerEnv(MemgymEnv):
                 longer than ``max_steps``.
         """
         super().reset(seed=seed)
-        index = (options or {}).get("episode")
-        self.instance = (self.source.sample(self.np_random) if index is None
-                         else self.source.instance(index))
+        self.instance = pick_instance(self.source, self.np_random, options)
         if not 0 < len(self.instance.items) <= self.max_steps:
             raise ConfigError(f"instance {self.instance.id} has {len(self.instance.items)} "
                               f"items; expected 1..max_steps={self.max_steps}")

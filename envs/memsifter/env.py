@@ -19,7 +19,7 @@ import bm25s
 import numpy as np
 
 from memgym.codecs import RankingCodec
-from memgym.envs.answerers import Answerer, Question, RecallAnswerer
+from memgym.envs.answerers import Answerer, Question, make_answerer
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
 from memgym.envs.locomo.data import ADVERSARIAL, QA, SPLITS, load_locomo
 from memgym.errors import ConfigError
@@ -178,11 +178,7 @@ class MemSifterEnv(MemgymEnv):
                                  ("keywords", keywords, 0), ("max_rank", max_rank, 1)):
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
-        if isinstance(answerer, str):
-            if answerer != "recall":
-                raise ConfigError(f"answerer must be 'recall' or an Answerer, got {answerer!r}")
-            answerer = RecallAnswerer(top_k=answer_top_k)
-        self.answerer = answerer
+        self.answerer = make_answerer(answerer, answer_top_k)
         self.num_candidates, self.preview_chars = num_candidates, preview_chars
         self.keywords, self.max_rank, self.data_path = keywords, max_rank, data_path
         self.format_penalty = format_penalty

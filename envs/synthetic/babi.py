@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memgym.envs.sources import QAItem, StreamItem, TaskInstance
+from memgym.envs.sources import QAItem, StreamItem, TaskInstance, UnboundedSource
 from memgym.envs.synthetic.vocab import split_names
 from memgym.errors import ConfigError
 
@@ -53,7 +53,7 @@ def parse_event(text: str) -> Move | Swap | None:
     return None
 
 
-class BabiSource:
+class BabiSource(UnboundedSource):
     """Unbounded bAbI-like location-tracking streams (``num_instances = None``).
 
     An instance has ``num_entities`` people and a stream of ``num_events`` events
@@ -79,7 +79,6 @@ class BabiSource:
     """
 
     name = "synthetic-babi"
-    num_instances = None
 
     def __init__(self, split: str = "train", num_entities: int = 4, num_events: int = 16,
                  swap_prob: float = 0.25, num_locations: int = 6, num_questions: int = 2) -> None:
@@ -138,12 +137,3 @@ class BabiSource:
         questions = tuple(QAItem(f"Where is {who}?", (where[who],), evidence[who])
                           for who in asked)
         return TaskInstance(f"{self.name}:{self.split}:{nonce:08x}", tuple(items), questions)
-
-    def instance(self, index: int) -> TaskInstance:
-        """Always raises: the source is unbounded (use :meth:`sample`).
-
-        Raises:
-            ConfigError: Always.
-        """
-        raise ConfigError(f"source {self.name!r} is unbounded (num_instances=None): "
-                          f"sample it with a seed instead of asking for instance {index}")

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from memgym.envs.sources import QAItem, StreamItem, TaskInstance
+from memgym.envs.sources import QAItem, StreamItem, TaskInstance, UnboundedSource
 from memgym.envs.synthetic.vocab import split_names
 from memgym.errors import ConfigError
 
@@ -53,7 +53,7 @@ def parse_fact(text: str) -> tuple[str, str] | None:
     return (f"{match[1]}'s {match[2]}", match[3]) if match else None
 
 
-class KeyValueSource:
+class KeyValueSource(UnboundedSource):
     """Unbounded key-value update streams (``num_instances = None``).
 
     An instance has ``num_keys`` keys (attributes assigned round-robin in a random order, so each
@@ -88,7 +88,6 @@ class KeyValueSource:
     """
 
     name = "synthetic-kv"
-    num_instances = None
 
     def __init__(self, split: str = "train", num_keys: int = 8, num_updates: int = 24,
                  interference: int = 4, num_questions: int = 4) -> None:
@@ -144,12 +143,3 @@ class KeyValueSource:
         questions = tuple(QAItem(f"What is {keys[j][0]}'s {keys[j][1]}?", (value[j],),
                                  (last[j],)) for j in map(int, asked))
         return TaskInstance(f"{self.name}:{self.split}:{nonce:08x}", tuple(items), questions)
-
-    def instance(self, index: int) -> TaskInstance:
-        """Always raises: the source is unbounded (use :meth:`sample`).
-
-        Raises:
-            ConfigError: Always.
-        """
-        raise ConfigError(f"source {self.name!r} is unbounded (num_instances=None): "
-                          f"sample it with a seed instead of asking for instance {index}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +38,32 @@ class ParseResult:
     def ok(self) -> bool:
         """True when the text parsed."""
         return self.error is None
+
+
+def decode_json(text: str, start: int = 0, end: int | None = None, *, whole: bool = False,
+                what: str = "invalid JSON") -> tuple[object, ParseError | None]:
+    """Decode the JSON value that starts at ``text[start]``, within ``text[start:end]``.
+
+    Args:
+        text: The action text.
+        start: Offset of the value's first character.
+        end: Offset where the value's text ends at the latest (None: the end of ``text``).
+        whole: ``text[start:end]`` must be the value alone (as :func:`json.loads`); otherwise
+            text after the value is ignored.
+        what: Prefix of the error reason.
+
+    Returns:
+        ``(value, None)``, or ``(None, error)`` positioned at the failure's offset in ``text``
+        (at ``start`` when the value nests too deeply for the parser). Never raises.
+    """
+    chunk = text[start:end]
+    try:
+        value = json.loads(chunk) if whole else json.JSONDecoder().raw_decode(chunk)[0]
+    except json.JSONDecodeError as exc:
+        return None, ParseError(start + exc.pos, f"{what}: {exc.msg}")
+    except RecursionError:
+        return None, ParseError(start, f"{what}: nested too deeply")
+    return value, None
 
 
 class Codec(Protocol):

@@ -1,122 +1,118 @@
-"""Hermes-style tool calls for Mem-α's memory tools.
+"""Hermes-style tool calls: the ``<tool_call>`` envelope shared by the tool-calling codecs.
 
-Canonical form (Hermes / Qwen chat templates, as Mem-α's agent emits them), one block per call::
+Canonical form (Hermes / Qwen chat templates), one block per call::
 
-    <tool_call>{"name": "new_memory_insert", "arguments": {"memory_type": "semantic",
-                "content": "..."}}</tool_call>
+    <tool_call>{"name": "<tool>", "arguments": {...}}</tool_call>
 
-Tools and their arguments:
-
-* ``new_memory_insert(memory_type, content)`` → :class:`~memgym.ops.MemoryInsert`
-* ``memory_update(memory_type, new_content, memory_id?)`` → :class:`~memgym.ops.MemoryUpdate`
-* ``memory_delete(memory_type, memory_id?)`` → :class:`~memgym.ops.MemoryDelete`
-
-Accepted leniently, because small policies drift: prose between blocks, a code fence inside a
-block, ``arguments`` given as a JSON string, an integer ``memory_id``, a missing
-``</tool_call>`` on the last block, extra arguments (ignored). Text with no ``<tool_call>`` at
-all is a valid action with zero calls. A block that is not a known tool with string arguments
-of the right names makes the whole action a :class:`ParseError`. Whether ``memory_type`` names
-a real memory and ``memory_id`` an existing entry is for the memory to judge (a rejected call),
-not the codec.
+This module finds the blocks, decodes each one's JSON envelope and hands its ``arguments``
+object to the named tool, a function that returns the op or the reason the arguments are wrong;
+:mod:`memgym.codecs.mem_alpha` and :mod:`memgym.codecs.memact` define the tools and add their
+own rules. Accepted leniently, because small policies drift: text between blocks, a missing
+``</tool_call>`` on the last block (it runs to the end of the text), ``arguments`` given as a
+JSON string or left out (``{}``). How a block's body may hold the call is the codec's choice
+(``prose`` of :func:`decode_tool_calls`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from memgym.codecs.base import ParseError, ParseResult
-from memgym.ops import MemoryDelete, MemoryInsert, MemoryOp, MemoryUpdate
+from memgym.codecs.base import ParseError, ParseResult, decode_json
+from memgym.ops import MemoryOp
 
-_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
-# tool name → (required string arguments, optional id argument?)
-_TOOLS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "new_memory_insert": (("memory_type", "content"), False),
-    "memory_update": (("memory_type", "new_content"), True),
-    "memory_delete": (("memory_type",), True),
-}
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+_INVALID = "invalid JSON in tool call"
+_FENCE_OPEN = re.compile(r"```[a-zA-Z]*\s*")
+
+Tool = Callable[[dict], MemoryOp | str]
+"""A tool: its ``arguments`` object → the op, or a reason string when they are wrong."""
 
 
-def _call_to_op(call: object) -> MemoryOp | str:
-    """One decoded tool-call object → op, or a reason string on failure."""
+def tool_call_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` offsets of each ``<tool_call>`` block's body in ``text``, in order; an
+    unclosed last block runs to the end of the text."""
+    spans, pos = [], text.find(OPEN)
+    while pos >= 0:
+        end = text.find(CLOSE, pos)
+        spans.append((pos + len(OPEN), len(text) if end < 0 else end))
+        pos = -1 if end < 0 else text.find(OPEN, end)
+    return spans
+
+
+def _unfenced(text: str, start: int, end: int) -> tuple[int, int]:
+    """Span of ``text[start:end]`` less surrounding whitespace and a Markdown code fence (an
+    opening ```` ```lang ```` and/or a closing ```` ``` ````); linear time."""
+    body = text[start:end]
+    lo = start + len(body) - len(body.lstrip())
+    hi = lo + len(body.strip())
+    if text.startswith("```", lo, hi):
+        lo = _FENCE_OPEN.match(text, lo, hi).end()
+    if hi - 3 >= lo and text.startswith("```", hi - 3, hi):
+        hi = lo + len(text[lo:hi - 3].rstrip())
+    return lo, hi
+
+
+def _call_json(text: str, start: int, end: int, prose: bool) -> tuple[object, ParseError | None]:
+    """The JSON value of the block body ``text[start:end]`` (see :func:`decode_tool_calls`)."""
+    if prose:
+        brace = text.find("{", start, end)
+        if brace < 0:
+            return None, ParseError(start, "expected a JSON object in the tool call")
+        return decode_json(text, brace, end, what=_INVALID)
+    lo, hi = _unfenced(text, start, end)
+    return decode_json(text, lo, hi, whole=True, what=_INVALID)
+
+
+def _call_to_op(call: object, tools: Mapping[str, Tool]) -> MemoryOp | str:
+    """One decoded ``{"name", "arguments"}`` object → its tool's op, or a reason string."""
     if not isinstance(call, dict):
-        return f"expected a JSON object, got {type(call).__name__}"
+        return f"expected a tool-call object, got {type(call).__name__}"
     name, args = call.get("name"), call.get("arguments", {})
-    if name not in _TOOLS:
-        return f"expected a tool name in {sorted(_TOOLS)}, got {name!r}"
     if isinstance(args, str):
         try:
             args = json.loads(args)
         except (json.JSONDecodeError, RecursionError):
-            return f"{name}: 'arguments' is a string that is not a JSON object"
+            return "'arguments' is a string that is not a JSON object"
     if not isinstance(args, dict):
-        return f"{name}: expected 'arguments' to be an object, got {type(args).__name__}"
-    required, has_id = _TOOLS[name]
-    for key in required:
-        if not isinstance(args.get(key), str):
-            return f"{name}: needs a string {key!r}, got {args.get(key)!r}"
-    memory_id = args.get("memory_id")
-    if has_id and memory_id is not None:
-        if isinstance(memory_id, bool) or not isinstance(memory_id, str | int):
-            return f"{name}: 'memory_id' must be a string or integer, got {memory_id!r}"
-        memory_id = str(memory_id)
-    if name == "new_memory_insert":
-        return MemoryInsert(args["memory_type"], args["content"])
-    if name == "memory_update":
-        return MemoryUpdate(args["memory_type"], args["new_content"], memory_id)
-    return MemoryDelete(args["memory_type"], memory_id)
+        return f"'arguments' must be an object, got {type(args).__name__}"
+    tool = tools.get(name) if isinstance(name, str) else None
+    if tool is None:
+        return f"unknown tool {name!r}; expected {' or '.join(map(repr, tools))}"[:200]
+    return tool(args)
 
 
-class HermesToolCodec:
-    """Hermes ``<tool_call>`` blocks ⇄ ``MemoryInsert``/``MemoryUpdate``/``MemoryDelete`` ops
-    (see module docs)."""
+def decode_tool_calls(text: str, tools: Mapping[str, Tool], *,
+                      spans: Sequence[tuple[int, int]] | None = None,
+                      prose: bool = False) -> ParseResult:
+    """One op per tool call of ``text``, in order; returns a :class:`ParseResult`, never raises.
 
-    name = "hermes"
+    Args:
+        text: The action text.
+        tools: Tool name → :data:`Tool`; any other name is an error.
+        spans: The bodies to decode (default: :func:`tool_call_spans`; e.g. ``[(0, len(text))]``
+            for a bare call without tags).
+        prose: How a body holds its call. False: the body, less surrounding whitespace and a
+            Markdown code fence, is exactly one JSON value. True: its first ``{`` starts the
+            call's JSON object and any text around that object is ignored.
 
-    def decode(self, text: str) -> ParseResult:
-        """Parse every ``<tool_call>`` block of ``text``; returns a :class:`ParseResult`, never
-        raises. The error position is the offset of the failing block's body (or of the JSON
-        error inside it)."""
-        ops = []
-        for match in _BLOCK.finditer(text):
-            start, body = match.start(1), match.group(1)
-            stripped = _FENCE.sub("", body.strip())
-            offset = start + body.find(stripped[:1]) if stripped else start
-            try:
-                call = json.loads(stripped)
-            except json.JSONDecodeError as exc:
-                return ParseResult((), ParseError(offset + exc.pos, f"invalid JSON: {exc.msg}"))
-            except RecursionError:
-                return ParseResult((), ParseError(offset, "invalid JSON: nested too deeply"))
-            op = _call_to_op(call)
-            if isinstance(op, str):
-                return ParseResult((), ParseError(start, op))
-            ops.append(op)
-        return ParseResult(tuple(ops))
+    The first failing call makes the whole text an error, positioned at the offset of its JSON
+    error, else at the start of its body. No call at all is a valid empty action.
+    """
+    ops = []
+    for start, end in tool_call_spans(text) if spans is None else spans:
+        call, error = _call_json(text, start, end, prose)
+        if error is not None:
+            return ParseResult((), error)
+        op = _call_to_op(call, tools)
+        if isinstance(op, str):
+            return ParseResult((), ParseError(start, op))
+        ops.append(op)
+    return ParseResult(tuple(ops))
 
-    def encode(self, ops: Sequence[MemoryOp]) -> str:
-        """Render ops as one ``<tool_call>`` block per line (``memory_id`` omitted when None).
 
-        Raises:
-            TypeError: An op is not a Mem-α memory tool (e.g. ``Add``); a programming error.
-        """
-        blocks = []
-        for op in ops:
-            if isinstance(op, MemoryInsert):
-                call = {"name": "new_memory_insert",
-                        "arguments": {"memory_type": op.memory_type, "content": op.content}}
-            elif isinstance(op, MemoryUpdate):
-                call = {"name": "memory_update",
-                        "arguments": {"memory_type": op.memory_type,
-                                      "new_content": op.new_content}}
-            elif isinstance(op, MemoryDelete):
-                call = {"name": "memory_delete", "arguments": {"memory_type": op.memory_type}}
-            else:
-                raise TypeError(f"Hermes memory tools have no call for {type(op).__name__}")
-            memory_id = getattr(op, "memory_id", None)
-            if memory_id is not None:
-                call["arguments"]["memory_id"] = memory_id
-            blocks.append(f"<tool_call>{json.dumps(call, ensure_ascii=False)}</tool_call>")
-        return "\n".join(blocks)
+def encode_tool_call(name: str, arguments: dict) -> str:
+    """The canonical ``<tool_call>`` block of one call (JSON, non-ASCII kept as is)."""
+    call = {"name": name, "arguments": arguments}
+    return f"{OPEN}{json.dumps(call, ensure_ascii=False)}{CLOSE}"

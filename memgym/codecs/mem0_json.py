@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from memgym.codecs.base import ParseError, ParseResult
+from memgym.codecs.base import ParseError, ParseResult, decode_json
 from memgym.ops import Add, Delete, MemoryOp, Noop, Update
 
 _EVENTS = ("ADD", "UPDATE", "DELETE", "NONE")
@@ -57,12 +57,9 @@ class Mem0JsonCodec:
         if not starts:
             return ParseResult((), ParseError(0, "no JSON object or list found"))
         start = min(starts)
-        try:
-            value, _ = json.JSONDecoder().raw_decode(text, start)
-        except json.JSONDecodeError as exc:
-            return ParseResult((), ParseError(exc.pos, f"invalid JSON: {exc.msg}"))
-        except RecursionError:
-            return ParseResult((), ParseError(start, "invalid JSON: nested too deeply"))
+        value, error = decode_json(text, start)
+        if error is not None:
+            return ParseResult((), error)
         if isinstance(value, dict) and "memory" in value:
             items = value["memory"]
         elif isinstance(value, dict) and "event" in value:

@@ -18,64 +18,42 @@ non-empty line after it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
+from functools import partial
 
 from memgym.codecs.base import ParseError, ParseResult
+from memgym.codecs.hermes import decode_tool_calls, encode_tool_call, tool_call_spans
 from memgym.ops import Answer, EditContext, MemoryOp, Retrieve
 
 FINAL_MARK = "FINAL_ANSWER:"
-_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 _SPLIT_IDS = re.compile(r"[\s,]+")
 
 
-def _call_to_op(value: object, default_topk: int) -> MemoryOp | str:
-    """One decoded ``{"name", "arguments"}`` object → op, or a reason string on failure."""
-    if not isinstance(value, dict):
-        return f"expected a tool-call object, got {type(value).__name__}"
-    name, args = value.get("name"), value.get("arguments", {})
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except (json.JSONDecodeError, RecursionError):
-            return "'arguments' is a string that is not a JSON object"
-    if not isinstance(args, dict):
-        return f"'arguments' must be an object, got {type(args).__name__}"
-    if name == "search":
-        query, topk = args.get("query"), args.get("topk", default_topk)
-        if not isinstance(query, str):
-            return f"search needs a string 'query', got {type(query).__name__}"
-        if ((isinstance(topk, str) and topk.strip().isdigit())
-                or (isinstance(topk, float) and topk.is_integer())):
-            topk = int(topk)
-        if isinstance(topk, bool) or not isinstance(topk, int):
-            return f"search 'topk' must be an integer, got {topk!r}"[:200]
-        return Retrieve(query, topk)
-    if name == "prune_context":
-        memory, ids = args.get("memory", ""), args.get("delete_ids", [])
-        if not isinstance(memory, str):
-            return f"prune_context 'memory' must be a string, got {type(memory).__name__}"
-        if isinstance(ids, str):
-            ids = [i for i in _SPLIT_IDS.split(ids) if i]
-        if not isinstance(ids, list) or not all(
-                isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
-            return "prune_context 'delete_ids' must be a list of id strings"
-        return EditContext(tuple(str(i).strip() for i in ids), memory)
-    return f"unknown tool {name!r}; expected 'search' or 'prune_context'"[:200]
+def _search(args: dict, default_topk: int) -> Retrieve | str:
+    """``search`` arguments → :class:`Retrieve`, or a reason string on failure."""
+    query, topk = args.get("query"), args.get("topk", default_topk)
+    if not isinstance(query, str):
+        return f"search needs a string 'query', got {type(query).__name__}"
+    if ((isinstance(topk, str) and topk.strip().isdigit())
+            or (isinstance(topk, float) and topk.is_integer())):
+        topk = int(topk)
+    if isinstance(topk, bool) or not isinstance(topk, int):
+        return f"search 'topk' must be an integer, got {topk!r}"[:200]
+    return Retrieve(query, topk)
 
 
-def _decode_json(text: str, start: int) -> tuple[object, None] | tuple[None, ParseError]:
-    """The JSON value starting at the first ``{`` at or after ``start``, or a parse error."""
-    brace = text.find("{", start)
-    if brace < 0:
-        return None, ParseError(start, "expected a JSON object in the tool call")
-    try:
-        return json.JSONDecoder().raw_decode(text, brace)[0], None
-    except json.JSONDecodeError as exc:
-        return None, ParseError(exc.pos, f"invalid JSON in tool call: {exc.msg}")
-    except RecursionError:
-        return None, ParseError(brace, "invalid JSON in tool call: nested too deeply")
+def _prune_context(args: dict) -> EditContext | str:
+    """``prune_context`` arguments → :class:`EditContext`, or a reason string on failure."""
+    memory, ids = args.get("memory", ""), args.get("delete_ids", [])
+    if not isinstance(memory, str):
+        return f"prune_context 'memory' must be a string, got {type(memory).__name__}"
+    if isinstance(ids, str):
+        ids = [i for i in _SPLIT_IDS.split(ids) if i]
+    if not isinstance(ids, list) or not all(
+            isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
+        return "prune_context 'delete_ids' must be a list of id strings"
+    return EditContext(tuple(str(i).strip() for i in ids), memory)
 
 
 class MemActCodec:
@@ -90,19 +68,12 @@ class MemActCodec:
 
     def __init__(self, default_topk: int = 3, max_calls: int = 4) -> None:
         self.default_topk, self.max_calls = default_topk, max_calls
-
-    def _calls(self, text: str) -> list[tuple[int, int]]:
-        """``(start, end)`` spans of the tagged calls; an unclosed last call runs to the end."""
-        spans, pos = [], text.find(_OPEN)
-        while pos >= 0:
-            end = text.find(_CLOSE, pos)
-            spans.append((pos + len(_OPEN), len(text) if end < 0 else end))
-            pos = -1 if end < 0 else text.find(_OPEN, end)
-        return spans
+        self._tools = {"search": partial(_search, default_topk=default_topk),
+                       "prune_context": _prune_context}
 
     def decode(self, text: str) -> ParseResult:
         """Parse ``text``; returns a :class:`ParseResult`, never raises."""
-        spans = self._calls(text)
+        spans = tool_call_spans(text)
         if not spans:
             mark = text.find(FINAL_MARK)
             if mark >= 0:
@@ -115,19 +86,11 @@ class MemActCodec:
         if len(spans) > self.max_calls:
             return ParseResult((), ParseError(
                 0, f"at most {self.max_calls} tool calls per message, got {len(spans)}"))
-        ops: list[MemoryOp] = []
-        for start, end in spans:
-            value, error = _decode_json(text[:end], start)
-            if error is not None:
-                return ParseResult((), error)
-            op = _call_to_op(value, self.default_topk)
-            if isinstance(op, str):
-                return ParseResult((), ParseError(start, op))
-            ops.append(op)
-        if len(ops) > 1 and any(isinstance(op, EditContext) for op in ops):
+        parsed = decode_tool_calls(text, self._tools, spans=spans, prose=True)
+        if len(parsed.ops) > 1 and any(isinstance(op, EditContext) for op in parsed.ops):
             return ParseResult((), ParseError(
                 0, "prune_context must be the only tool call of its message"))
-        return ParseResult(tuple(ops))
+        return parsed
 
     def encode(self, ops: Sequence[MemoryOp]) -> str:
         """Render ops in the canonical form, one per line.
@@ -138,14 +101,12 @@ class MemActCodec:
         lines = []
         for op in ops:
             if isinstance(op, Retrieve):
-                call = {"name": "search", "arguments": {"query": op.query, "topk": op.k}}
+                lines.append(encode_tool_call("search", {"query": op.query, "topk": op.k}))
             elif isinstance(op, EditContext):
-                call = {"name": "prune_context",
-                        "arguments": {"memory": op.summary, "delete_ids": list(op.delete_ids)}}
+                lines.append(encode_tool_call("prune_context", {
+                    "memory": op.summary, "delete_ids": list(op.delete_ids)}))
             elif isinstance(op, Answer):
                 lines.append(f"{FINAL_MARK} {op.text}")
-                continue
             else:
                 raise TypeError(f"MemAct has no action for {type(op).__name__}")
-            lines.append(f"{_OPEN}{json.dumps(call, ensure_ascii=False)}{_CLOSE}")
         return "\n".join(lines)
