@@ -21,10 +21,10 @@ def _rng(seed):
     return np.random.default_rng(seed)
 
 
-def _mean_returns(env_kwargs, seeds=range(24)):
+def _mean_returns(env_kwargs, env_id=ENV_ID, seeds=range(24)):
     return {name: float(np.mean([t.episode_return for t in
-                                 run_episodes(ENV_ID, env_kwargs, cls(), seeds, progress=False)]))
-            for name, cls in baselines(ENV_ID).items()}
+                                 run_episodes(env_id, env_kwargs, cls(), seeds, progress=False)]))
+            for name, cls in baselines(env_id).items()}
 
 
 @pytest.mark.parametrize("source", [KeyValueSource(), BabiSource()])
@@ -215,3 +215,11 @@ def test_rollouts_replay_exactly(tmp_path):
         trajs += run_episodes(ENV_ID, {"source": "synthetic-babi"}, cls(), [2], progress=False)
     report = replay(load_trajectories(write_trajectories(trajs, tmp_path / "t.parquet")))
     assert report.ok and report.trajectories == 12 and report.steps == 4 * (2 * 16 + 16)
+
+
+@pytest.mark.parametrize("env_id", ["memgym/LoCoMoMemoryManager-v0", "memgym/MemAlpha-v0",
+                                    "memgym/MemAgent-v0"])
+@pytest.mark.parametrize("source", ["synthetic-kv", "synthetic-babi"])
+def test_synthetic_sources_are_the_stream_of_any_stream_env(env_id, source):
+    means = _mean_returns({"source": source}, env_id=env_id, seeds=range(6))
+    assert means["oracle"] > means["noop"]
