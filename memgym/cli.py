@@ -53,7 +53,9 @@ def envs() -> None:
     """List the registered memgym environments."""
     from memgym.envs import ENVS
 
-    table = Table("id", "description")
+    table = Table()
+    table.add_column("id", no_wrap=True)  # ids stay whole and copyable; descriptions wrap
+    table.add_column("description")
     for env_id, entry in ENVS.items():
         table.add_row(env_id, entry.description)
     console.print(table)
