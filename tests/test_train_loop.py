@@ -3,13 +3,14 @@ periodic evaluation and plots (real SmolLM2, SyntheticMemoryManager-v0, two-step
 
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from memgym.config import TrainConfig, load_config
 from memgym.errors import ConfigError
-from memgym.train import train
-from memgym.trainers.checkpoint import load_checkpoint_state
+from memgym.train import load_policy, train
+from memgym.trainers.checkpoint import load_checkpoint_state, save_checkpoint
 
 TINY = {
     "env_id": "memgym/SyntheticMemoryManager-v0",
@@ -91,3 +92,24 @@ def test_config_rejects_bad_values(tmp_path):
     with pytest.raises(ConfigError, match="algorithm"):
         load_config(path)
     assert load_config(path, {"algorithm": "grpo", "resume": True}).resume
+
+
+@pytest.mark.slow
+def test_lora_checkpoint_reloads_the_adapter_exactly(tmp_path):
+    config = TrainConfig(run_dir=str(tmp_path), lora={"r": 4, "alpha": 8})
+    model, tokenizer, ref = load_policy(config)
+    assert ref is None  # beta = 0: no reference model is kept
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    with torch.no_grad():  # move the adapter off its init (B = 0) so the check means something
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer, optimizer, 3)
+    assert (tmp_path / "ckpt" / "adapter_config.json").is_file()
+    reloaded, _, _ = load_policy(config, tmp_path / "ckpt")
+    params = dict(reloaded.named_parameters())
+    for n, p in model.named_parameters():
+        assert torch.equal(p, params[n]), n
+        assert params[n].requires_grad == p.requires_grad, n
