@@ -62,7 +62,8 @@ def grpo_advantages(returns: torch.Tensor, groups: torch.Tensor, scale: bool = T
         eps: Added to the std (TRL uses 1e-4, verl 1e-6).
 
     Returns:
-        ``(T,)`` advantages, dtype of ``returns``; a trajectory alone in its group gets 0.
+        ``(T,)`` advantages, dtype of ``returns``; a trajectory alone in its group gets 0, and so
+        do the members of a group of equal returns when ``eps=0``.
 
     Raises:
         ConfigError: ``returns`` and ``groups`` are not 1-D of one shape, or returns not float.
@@ -72,8 +73,9 @@ def grpo_advantages(returns: torch.Tensor, groups: torch.Tensor, scale: bool = T
     if not scale:
         return centred
     sq, _ = _group_sums(centred**2, groups)
-    std = (sq / (count - 1).clamp(min=1)).sqrt()
-    return torch.where(count > 1, centred / (std + eps), torch.zeros_like(centred))
+    scale_by = (sq / (count - 1).clamp(min=1)).sqrt() + eps
+    keep = (count > 1) & (scale_by > 0)  # alone in its group, or equal returns with eps=0: 0
+    return torch.where(keep, centred / scale_by.where(keep, 1.0), torch.zeros_like(centred))
 
 
 def dr_grpo_advantages(returns: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -119,16 +121,17 @@ def reinforce_pp_advantages(returns: torch.Tensor, groups: torch.Tensor,
         eps: Added to the batch std.
 
     Returns:
-        ``(T,)`` advantages (all 0 when ``T < 2``).
+        ``(T,)`` advantages (all 0 when ``T < 2`` or, with ``eps=0``, all equal).
 
     Raises:
         ConfigError: As :func:`grpo_advantages`.
     """
     _check(returns, groups)
     centred, _ = _centred(returns, groups)
-    if centred.numel() < 2:
+    scale_by = centred.std() + eps if centred.numel() > 1 else 0.0
+    if scale_by == 0:
         return torch.zeros_like(centred)
-    return (centred - centred.mean()) / (centred.std() + eps)
+    return (centred - centred.mean()) / scale_by
 
 
 _ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
