@@ -239,9 +239,8 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         return result
 
     if resumed:
-        optimizer_state, state = load_checkpoint_state(checkpoint)
-        trainer.optimizer.load_state_dict(optimizer_state)
-        trainer.global_step = state["global_step"]
+        state = load_checkpoint_state(checkpoint)
+        trainer.load_state_dict(state["trainer"])
         rng.bit_generator.state = state["seed_rng"]
         set_rng_state(state["rng"])
         before = [EvalResult(**r) for r in state["before"]]
@@ -258,8 +257,9 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
 
     def save(iteration: int) -> None:
         write_trajectories(all_trajectories, run_dir / STEPS_FILE)
-        save_checkpoint(checkpoint, model, tokenizer, trainer.optimizer, trainer.global_step,
-                        {"iteration": iteration, "config": config.model_dump()},
+        save_checkpoint(checkpoint, model, tokenizer, trainer.state_dict(),
+                        {"iteration": iteration, "global_step": trainer.global_step,
+                         "config": config.model_dump()},
                         {"iteration": iteration, "seed_rng": rng.bit_generator.state,
                          "num_trajectories": len(all_trajectories), "rows": log.rows,
                          "before": [r.__dict__ for r in before]})
@@ -273,14 +273,11 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
                             name="policy")
         trajs = run_episodes(config.env_id, config.env, sampler, seeds, num_envs=config.num_envs)
         rollout_seconds = time.perf_counter() - tick
-        batch = SegmentBatch.from_trajectories(trajs, config.grpo.scale_rewards)
-        stats = trainer.step(batch)
+        stats = trainer.step(SegmentBatch.from_trajectories(trajs, config.grpo, tokenizer))
         all_trajectories.extend(trajs)
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,
-               "parse_error_rate": summary.parse_error_rate, **stats,
-               "adv_mean": float(batch.advantages.mean()),
-               "adv_std": float(batch.advantages.std(correction=0)), **training_row(trajs),
+               "parse_error_rate": summary.parse_error_rate, **stats, **training_row(trajs),
                "rollout_seconds": rollout_seconds, "seconds": time.perf_counter() - tick}
         for name in trajs[0].reward_terms:
             row[f"reward_{name}"] = float(np.mean([t.reward_terms[name] for t in trajs]))

@@ -35,8 +35,8 @@ def test_resume_reproduces_the_next_iteration_exactly(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     _run(tmp_path / "straight", iterations=2)
     _run(tmp_path / "resumed", iterations=1)
-    first = load_checkpoint_state(tmp_path / "resumed" / "checkpoint")[1]
-    assert first["iteration"] == 1 and first["global_step"] == 1
+    first = load_checkpoint_state(tmp_path / "resumed" / "checkpoint")
+    assert first["iteration"] == 1 and first["trainer"]["global_step"] == 1
     _run(tmp_path / "resumed", iterations=2, resume=True)
 
     straight = pd.read_csv(tmp_path / "straight" / "metrics.csv")
@@ -65,11 +65,11 @@ def test_metrics_tensorboard_eval_and_plots(tmp_path):
     evals = _run(run_dir, iterations=2, eval_every=1, checkpoint_every=0,
                  grpo={"beta": 0.05, "micro_batch": 4})
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    for column in ("loss", "kl", "clip_frac", "grad_norm", "adv_mean", "adv_std", "op_add",
+    for column in ("loss", "kl", "clip_frac", "entropy", "grad_norm", "adv_mean", "adv_std",
+                   "op_add",
                    "reward_format", "reward_qa", "val_return_mean", "val_parse_error_rate"):
         assert metrics[column].notna().all(), column
     assert metrics["kl"].iloc[0] == 0.0 and metrics["kl"].iloc[1] > 0  # moved off the reference
-    assert abs(metrics["adv_mean"]).max() < 1e-6  # group-centred advantages
     assert metrics["val_return_mean"].iloc[-1] == evals["trained"]["mean"]  # same greedy policy
 
     events = EventAccumulator(str(run_dir / "tensorboard"))
@@ -105,8 +105,7 @@ def test_lora_checkpoint_reloads_the_adapter_exactly(tmp_path):
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.01)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
-    save_checkpoint(tmp_path / "ckpt", model, tokenizer, optimizer, 3)
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer, {"global_step": 3})
     assert (tmp_path / "ckpt" / "adapter_config.json").is_file()
     reloaded, _, _ = load_policy(config, tmp_path / "ckpt")
     params = dict(reloaded.named_parameters())

@@ -32,7 +32,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(directory: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
-                    optimizer: torch.optim.Optimizer, step: int, extra: dict | None = None,
+                    trainer_state: dict[str, Any], summary: dict | None = None,
                     state: dict[str, Any] | None = None) -> Path:
     """Write ``directory/{model files, optimizer.pt, trainer_state.json, loop_state.pt}``.
 
@@ -43,9 +43,9 @@ def save_checkpoint(directory: str | Path, model: PreTrainedModel, tokenizer: Pr
         directory: Created if missing; files in it are overwritten.
         model: The policy.
         tokenizer: Its tokenizer.
-        optimizer: Its optimizer (``state_dict`` saved).
-        step: The trainer's global step.
-        extra: JSON-serializable summary for ``trainer_state.json`` (e.g. the run config).
+        trainer_state: The trainer's ``state_dict()`` (optimizer states, global step), written
+            to ``optimizer.pt``.
+        summary: JSON-serializable summary for ``trainer_state.json`` (e.g. the run config).
         state: Anything ``torch.save`` can pickle that the loop needs to resume (the global RNG
             states of :func:`rng_state` are added under ``"rng"``).
 
@@ -56,34 +56,34 @@ def save_checkpoint(directory: str | Path, model: PreTrainedModel, tokenizer: Pr
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
-    torch.save({**(state or {}), "global_step": step, "rng": rng_state()}, directory / STATE_FILE)
-    (directory / "trainer_state.json").write_text(
-        json.dumps({"global_step": step, **(extra or {})}, indent=2))
+    torch.save(trainer_state, directory / "optimizer.pt")
+    torch.save({**(state or {}), "rng": rng_state()}, directory / STATE_FILE)
+    (directory / "trainer_state.json").write_text(json.dumps(summary or {}, indent=2))
     return directory
 
 
-def load_checkpoint_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_checkpoint_state(directory: str | Path) -> dict[str, Any]:
     """Read what :func:`save_checkpoint` wrote besides the model.
 
     The RNG states are returned, not applied: restore them with :func:`set_rng_state` once the
     model is built (building it may draw random numbers).
 
     Returns:
-        ``(optimizer state dict, loop state)``; the loop state has ``global_step`` and ``rng``.
+        The loop state, with the trainer state under ``"trainer"`` and the RNG states under
+        ``"rng"``.
 
     Raises:
         ConfigError: ``directory`` holds no memgym checkpoint.
     """
     directory = Path(directory)
-    if not (directory / STATE_FILE).is_file() or not (directory / "optimizer.pt").is_file():
+    if not has_checkpoint(directory) or not (directory / "optimizer.pt").is_file():
         raise ConfigError(f"expected a checkpoint with {STATE_FILE} and optimizer.pt in "
                           f"{directory}, found none")
-    # weights_only=False: the loop state holds numpy RNG tuples and python objects we wrote
-    optimizer = torch.load(directory / "optimizer.pt", weights_only=True)
-    return optimizer, torch.load(directory / STATE_FILE, weights_only=False)
+    # weights_only=False: both files hold python objects we wrote (numpy RNG tuples, dicts)
+    return {**torch.load(directory / STATE_FILE, weights_only=False),
+            "trainer": torch.load(directory / "optimizer.pt", weights_only=False)}
 
 
 def has_checkpoint(directory: str | Path) -> bool:
-    """Whether ``directory`` holds a checkpoint :func:`load_checkpoint_state` can read."""
+    """Whether ``directory`` holds a loop state :func:`load_checkpoint_state` can read."""
     return (Path(directory) / STATE_FILE).is_file()
