@@ -1,10 +1,18 @@
-"""``memgym train``: evaluate baselines and the untrained policy, train with GRPO on segments,
-evaluate again, and write ``run_dir/{trajectories.parquet, metrics.csv, reward_curve.png,
-checkpoint/, eval.json}``. ``metrics.csv`` has per iteration the reward, its terms, the trainer's
-stats, the op mix and memory metrics (``mem_*``, :func:`memgym.metrics.training_row`).
+"""``memgym train``: evaluate baselines and the untrained policy, train with GRPO on segments
+(full fine-tuning or LoRA via peft; gradient accumulation in the trainer's config), evaluate
+again, and write ``run_dir/{trajectories.parquet, metrics.csv, tensorboard/, reward_curve.png,
+kl.png, op_mix.png, checkpoint/, eval.json}``.
 
-This module and the CLI are the application layer: they are the only part of ``memgym`` that
-imports from ``memgym.rollouts`` and ``memgym.trainers``.
+``metrics.csv`` (and TensorBoard) has per iteration the reward, its terms, the trainer's stats
+(loss, KL, clip fraction, entropy, advantage statistics, gradient norm), the op mix and memory
+metrics (``mem_*``, :func:`memgym.metrics.training_row`) and, every ``eval_every`` iterations,
+the greedy validation return (``val_return_mean``). ``checkpoint/`` is written every
+``checkpoint_every`` iterations and at the end: model (or adapter), tokenizer, trainer state
+(optimizer, step), RNG states, the episode-seed generator, metrics and evaluation so far; with
+``resume`` the run continues from it and computes exactly what an uninterrupted run computes.
+
+This module, :mod:`memgym.integrations` and the CLI are the application layer: the only parts of
+``memgym`` that import from ``memgym.rollouts`` and ``memgym.trainers``.
 """
 
 from __future__ import annotations
