@@ -44,8 +44,9 @@ def test_resume_reproduces_the_next_iteration_exactly(tmp_path, monkeypatch):
     assert list(straight["iteration"]) == list(resumed["iteration"]) == [0, 1]
     columns = [c for c in straight.columns if c not in TIMING]
     pd.testing.assert_frame_equal(straight[columns], resumed[columns], check_exact=True)
-    assert straight["grad_norm"].gt(0).all()  # a real update happened at both iterations
-    assert straight["reward_std"].gt(0).any()
+    # iteration 0 moved the weights, so iteration 1's rollouts and loss depend on the restored
+    # weights; the final weights also depend on the restored Adam moments
+    assert straight["grad_norm"].iloc[0] > 0 and straight["reward_std"].iloc[0] > 0
 
     # weights after the second step are bit-identical
     a = load_file(tmp_path / "straight" / "checkpoint" / "model.safetensors")
