@@ -94,3 +94,33 @@ def test_environment_factory_replays_the_oracle():
     assert list(schema["function"]["parameters"]["properties"]) == ["action"]
     with pytest.raises(ConfigError, match="registered"):
         memgym_environment_factory("memgym/Nope-v0")
+
+
+@pytest.mark.slow
+def test_grpo_trainer_runs_the_environment_factory(tmp_path, monkeypatch):
+    from trl import GRPOConfig, GRPOTrainer
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    from memgym.rollouts.hf import load_model
+
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    model, tokenizer = load_model("smollm2")
+    # SmolLM2's own template has no tool calls (TRL refuses it); it speaks ChatML, so the
+    # ChatML-with-tools template of Qwen2.5 that TRL ships (and can parse) fits its tokens
+    tokenizer.chat_template = qwen2_5_chat_template
+    factory = memgym_environment_factory(ENV_ID, **TINY)
+    args = GRPOConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, num_generations=2,
+        max_completion_length=16, use_cpu=True, bf16=False, report_to="none", logging_steps=1,
+        save_strategy="no", disable_tqdm=True, seed=0)
+    trainer = GRPOTrainer(model=model, args=args, train_dataset=memgym_dataset(2, prompt=False),
+                          processing_class=tokenizer, environment_factory=factory)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    envs = trainer.environments
+    assert len(envs) == 2 and all(type(e) is factory for e in envs)
+    assert all(not e.done or e.episode_return != 0 for e in envs)  # reset, stepped only by tools
+    rewards = [e.get_reward() for e in envs]
+    logged = trainer.state.log_history[0]
+    assert logged["rewards/SyntheticMemoryManager_v0/mean"] == pytest.approx(
+        sum(rewards) / len(rewards))
