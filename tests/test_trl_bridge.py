@@ -119,8 +119,9 @@ def test_grpo_trainer_runs_the_environment_factory(tmp_path, monkeypatch):
     assert trainer.state.global_step == 1
     envs = trainer.environments
     assert len(envs) == 2 and all(type(e) is factory for e in envs)
-    assert all(not e.done or e.episode_return != 0 for e in envs)  # reset, stepped only by tools
     rewards = [e.get_reward() for e in envs]
     logged = trainer.state.log_history[0]
+    if logged["tools/call_frequency"] == 0:  # the env is stepped only through the `act` tool
+        assert not any(e.done for e in envs) and rewards == [0.0, 0.0]
     assert logged["rewards/SyntheticMemoryManager_v0/mean"] == pytest.approx(
         sum(rewards) / len(rewards))

@@ -18,8 +18,9 @@ Two ways, matching TRL's two hooks (``trl/trainer/grpo_trainer.py``):
 * :func:`memgym_environment_factory` -- ``GRPOTrainer(environment_factory=...)``. A class TRL
   instantiates per rollout: ``reset(seed=...)`` returns the first observation, the tool
   ``act(action)`` steps the env and returns the next observation, ``get_reward()`` the episode
-  return. It needs a chat template with tool calling (TRL checks it); TRL's multi-turn loop then
-  keeps the whole conversation in context, which differs from memgym's own per-step prompts.
+  return. It needs a chat template with tool calling (TRL checks it; SmolLM2's has none, but it
+  speaks ChatML, so ``trl.chat_template_utils.qwen2_5_chat_template`` fits it). TRL's multi-turn
+  loop keeps the whole conversation in context, which differs from memgym's per-step prompts.
 
 Both take the env id and ``gymnasium.make`` keyword arguments.
 """
