@@ -160,7 +160,7 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         seeds = [int(s) for s in episode_seeds for _ in range(config.group_size)]
         trajs = run_episodes(config.env_id, config.env, sampler, seeds, num_envs=config.num_envs)
         rollout_seconds = time.perf_counter() - tick
-        stats = trainer.step(SegmentBatch.from_trajectories(trajs, config.grpo.scale_rewards))
+        stats = trainer.step(SegmentBatch.from_trajectories(trajs, config.grpo, tokenizer))
         all_trajectories.extend(trajs)
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,
