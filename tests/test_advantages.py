@@ -5,9 +5,18 @@ import torch
 
 from memgym import Step, Trajectory
 from memgym.errors import ConfigError
-from memgym.trainers import (GRPOConfig, SegmentBatch, dr_grpo_advantages, expand_to_segments,
-                             group_ids, grpo_advantages, memory_token_advantages,
-                             reinforce_pp_advantages, rloo_advantages, trajectory_advantages)
+from memgym.trainers import (
+    GRPOConfig,
+    SegmentBatch,
+    dr_grpo_advantages,
+    expand_to_segments,
+    group_ids,
+    grpo_advantages,
+    memory_token_advantages,
+    reinforce_pp_advantages,
+    rloo_advantages,
+    trajectory_advantages,
+)
 from memgym.trajectory import Segment
 
 RETURNS = torch.tensor([1.0, 3.0, 2.0, 2.0, 5.0], dtype=torch.float64)

@@ -251,19 +251,17 @@ def completion_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
     """Logprob (and optionally entropy, no gradient) of each completion token under ``model``.
 
     Returns:
-        ``(B, C)`` float32 logprobs and ``(B, C)`` entropies in nats or None (both garbage
-        where ``loss_mask`` is 0).
+        ``(B, C)`` logprobs (float32, or float64 for a float64 model) and ``(B, C)`` entropies
+        in nats or None (both garbage where ``loss_mask`` is 0).
     """
     c = packed["completion_len"]
     logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
                    position_ids=packed["position_ids"], logits_to_keep=c + 1).logits[:, :-1]
     targets = packed["input_ids"][:, -c:]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32, fp64 kept
     if not entropy:
-        return torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(
-            -1), None
-    logp, ent = selective_log_softmax_and_entropy(logits.float(), targets,
-                                                  entropy_requires_grad=False)
-    return logp, ent
+        return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1), None
+    return selective_log_softmax_and_entropy(logits, targets, entropy_requires_grad=False)
 
 
 class GRPOTrainer:
@@ -394,7 +392,7 @@ class GRPOTrainer:
 
 def _gather(rows: list[torch.Tensor], idx: list[int], shape: torch.Size) -> torch.Tensor:
     """Right-padded ``(B, C)`` tensor of the rows ``idx``."""
-    out = torch.zeros(shape)
+    out = torch.zeros(shape, dtype=rows[0].dtype)
     for k, i in enumerate(idx):
         out[k, :len(rows[i])] = rows[i]
     return out
