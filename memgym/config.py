@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from memgym.errors import ConfigError
 from memgym.trainers.grpo import GRPOConfig
+from memgym.trainers.ppo import PPOConfig
 
 
 class LoraConfig(BaseModel):
@@ -40,7 +41,8 @@ class TrainConfig(BaseModel):
         model: ``"smollm2"`` or a local model directory, e.g. the output of ``memgym sft``
             (a warm start); the KL reference, if any, is this model.
         lora: LoRA settings, or None for full fine-tuning.
-        algorithm: ``grpo`` (the ``grpo:`` section applies).
+        algorithm: ``grpo`` (the ``grpo:`` section applies) or ``ppo`` (``ppo:``: a critic
+            initialized from the policy, GAE across segments; full fine-tuning only).
         iterations: Optimizer steps (one batch of rollouts each).
         episodes_per_iteration: Distinct episode seeds per batch.
         group_size: Rollouts per seed (the GRPO group).
@@ -63,7 +65,7 @@ class TrainConfig(BaseModel):
     eval_env: dict = {"split": "val"}
     model: str = "smollm2"
     lora: LoraConfig | None = None
-    algorithm: Literal["grpo"] = "grpo"
+    algorithm: Literal["grpo", "ppo"] = "grpo"
     iterations: int = Field(10, ge=0)
     episodes_per_iteration: int = Field(4, ge=1)
     group_size: int = Field(4, ge=2)
@@ -76,6 +78,19 @@ class TrainConfig(BaseModel):
     tensorboard: bool = True
     sampling: SamplingConfig = SamplingConfig()
     grpo: GRPOConfig = GRPOConfig()
+    ppo: PPOConfig = PPOConfig()
+
+    @model_validator(mode="after")
+    def _ppo_consistent(self):
+        if self.algorithm == "ppo" and self.lora is not None:
+            raise ValueError("algorithm 'ppo' builds its critic from a plain policy: remove lora")
+        return self
+
+    def needs_reference(self) -> bool:
+        """Whether the algorithm's KL terms need a frozen reference model."""
+        if self.algorithm == "ppo":
+            return self.ppo.kl_coef > 0 or self.ppo.kl_loss_coef > 0
+        return self.grpo.beta > 0
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:

@@ -1,7 +1,7 @@
-"""``memgym train``: evaluate baselines and the untrained policy, train with GRPO on segments
-(full fine-tuning or LoRA via peft; gradient accumulation in the trainer's config), evaluate
-again, and write ``run_dir/{trajectories.parquet, metrics.csv, tensorboard/, reward_curve.png,
-kl.png, op_mix.png, checkpoint/, eval.json}``.
+"""``memgym train``: evaluate baselines and the untrained policy, train with GRPO or PPO on
+segments (full fine-tuning or LoRA via peft; gradient accumulation in the trainer's config),
+evaluate again, and write ``run_dir/{trajectories.parquet, metrics.csv, tensorboard/,
+reward_curve.png, kl.png, op_mix.png, checkpoint/, eval.json}``.
 
 ``metrics.csv`` (and TensorBoard) has per iteration the reward, its terms, the trainer's stats
 (loss, KL, clip fraction, entropy, advantage statistics, gradient norm), the op mix and memory
@@ -44,6 +44,7 @@ from memgym.trainers.checkpoint import (
     set_rng_state,
 )
 from memgym.trainers.grpo import GRPOTrainer, SegmentBatch
+from memgym.trainers.ppo import PPOTrainer
 from memgym.trajectory import (
     Trajectory,
     load_trajectories,
@@ -156,11 +157,11 @@ def markdown_table(rows: list[tuple[str, EvalResult]]) -> str:
 
 
 def load_policy(config: TrainConfig, checkpoint: Path | None = None):
-    """The policy to train, its tokenizer and the frozen KL reference (None when ``grpo.beta`` is
-    0): ``config.model``, LoRA-wrapped if configured; from ``checkpoint`` when resuming (a full
-    model directory, or the adapter of a LoRA run on top of ``config.model``)."""
+    """The policy to train, its tokenizer and the frozen KL reference (None when the algorithm
+    has no KL term): ``config.model``, LoRA-wrapped if configured; from ``checkpoint`` when
+    resuming (a full model directory, or the adapter of a LoRA run on top of ``config.model``)."""
     model, tokenizer = load_model(config.model)
-    ref_model = copy.deepcopy(model).eval() if config.grpo.beta > 0 else None
+    ref_model = copy.deepcopy(model).eval() if config.needs_reference() else None
     if checkpoint is None:
         return with_lora(model, config.lora), tokenizer, ref_model
     if config.lora is not None:
@@ -230,7 +231,9 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
     engine = HFEngine(model, tokenizer, batch_size=config.num_envs)
     eval_kwargs = {**config.env, **config.eval_env}
     greedy = SamplingParams(max_new_tokens=config.sampling.max_new_tokens, temperature=0.0)
-    trainer = GRPOTrainer(model, tokenizer.pad_token_id, config.grpo, ref_model)
+    trainer = (PPOTrainer(model, tokenizer.pad_token_id, config.ppo, ref_model)
+               if config.algorithm == "ppo" else
+               GRPOTrainer(model, tokenizer.pad_token_id, config.grpo, ref_model))
     sampling = SamplingParams(
         max_new_tokens=config.sampling.max_new_tokens, temperature=config.sampling.temperature,
         top_p=config.sampling.top_p)
@@ -281,7 +284,8 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
                             name="policy")
         trajs = run_episodes(config.env_id, config.env, sampler, seeds, num_envs=config.num_envs)
         rollout_seconds = time.perf_counter() - tick
-        stats = trainer.step(SegmentBatch.from_trajectories(trajs, config.grpo, tokenizer))
+        stats = trainer.step(trajs if config.algorithm == "ppo" else
+                             SegmentBatch.from_trajectories(trajs, config.grpo, tokenizer))
         all_trajectories.extend(trajs)
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,

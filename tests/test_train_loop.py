@@ -31,13 +31,14 @@ def _run(run_dir, **overrides):
 
 
 @pytest.mark.slow
-def test_resume_reproduces_the_next_iteration_exactly(tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    _run(tmp_path / "straight", iterations=2)
-    _run(tmp_path / "resumed", iterations=1)
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_resume_reproduces_the_next_iteration_exactly(tmp_path, algorithm):
+    algo = {"algorithm": algorithm, "ppo": {"learning_rate": 1e-5}}
+    _run(tmp_path / "straight", iterations=2, **algo)
+    _run(tmp_path / "resumed", iterations=1, **algo)
     first = load_checkpoint_state(tmp_path / "resumed" / "checkpoint")
     assert first["iteration"] == 1 and first["trainer"]["global_step"] == 1
-    _run(tmp_path / "resumed", iterations=2, resume=True)
+    _run(tmp_path / "resumed", iterations=2, resume=True, **algo)
 
     straight = pd.read_csv(tmp_path / "straight" / "metrics.csv")
     resumed = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
@@ -93,6 +94,10 @@ def test_config_rejects_bad_values(tmp_path):
     with pytest.raises(ConfigError, match="algorithm"):
         load_config(path)
     assert load_config(path, {"algorithm": "grpo", "resume": True}).resume
+    with pytest.raises(ConfigError, match="remove lora"):
+        load_config(path, {"algorithm": "ppo", "lora": {"r": 4}})
+    ppo = load_config(path, {"algorithm": "ppo", "ppo": {"kl_coef": 0.1}, "grpo": {"beta": 0}})
+    assert ppo.needs_reference() and not load_config(path, {"algorithm": "ppo"}).needs_reference()
 
 
 @pytest.mark.slow
