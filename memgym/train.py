@@ -34,6 +34,7 @@ from rich.table import Table
 from memgym.config import LoraConfig, TrainConfig
 from memgym.engine import SamplingParams
 from memgym.envs import baselines
+from memgym.errors import ConfigError
 from memgym.metrics import OP_KINDS, training_row
 from memgym.rollouts import LLMPolicy, Policy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
@@ -256,11 +257,16 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         set_rng_state(state["rng"])
         before = [EvalResult(**r) for r in state["before"]]
         rows, first = state["rows"], state["iteration"]
+        if first > config.iterations:
+            raise ConfigError(f"iterations must be >= the checkpoint's {first} to resume, got "
+                              f"{config.iterations}")
         # the file may also hold the final evaluation of the run we resume: keep what preceded
         all_trajectories = trajectories_from_frame(
             load_trajectories(run_dir / STEPS_FILE))[:state["num_trajectories"]]
         console.print(f"resuming {run_dir} at iteration {first} (step {trainer.global_step})")
     else:
+        if config.resume:
+            console.print(f"no checkpoint in {checkpoint}: starting from scratch")
         before = [run_eval(name, cls()) for name, cls in baselines(config.env_id).items()]
         before.append(run_eval("untrained"))
         rows, first = [], 0
