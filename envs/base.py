@@ -79,12 +79,15 @@ def step_info(parsed: ParseResult, results: Sequence[OpResult], terms: dict[str,
         **extra: Env-specific keys.
 
     Returns:
-        ``{"ops", "op_results", "parse_error", "reward_terms", "segment_end", **extra}``.
+        ``{"ops", "op_results", "parse_error", "reward_terms", "segment_end", "op_spans",
+        **extra}``; ``op_spans`` lists the ``[start, end)`` character spans of the action's
+        memory-op payloads (``parsed.spans``), for memory-token credit.
     """
     return {"ops": [op_to_dict(op) for op in parsed.ops],
             "op_results": [r.to_dict() for r in results],
             "parse_error": parsed.error.to_dict() if parsed.error else None,
-            "reward_terms": dict(terms), "segment_end": segment_end, **extra}
+            "reward_terms": dict(terms), "segment_end": segment_end,
+            "op_spans": [list(span) for span in parsed.spans], **extra}
 
 
 @dataclass(frozen=True)

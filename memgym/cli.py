@@ -112,12 +112,41 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
 
 @app.command()
 def train(config: Path, set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override a top-level config key: KEY=VALUE; repeatable.")] = None) -> None:
+        "--set", help="Override a top-level config key: KEY=VALUE; repeatable.")] = None,
+          resume: Annotated[bool, typer.Option(
+              "--resume", help="Continue from RUN_DIR/checkpoint if it exists")] = False) -> None:
     """Train a policy as CONFIG says (see experiments/quickstart.yaml)."""
     from memgym.config import load_config
     from memgym.train import train as run_training
 
-    run_training(load_config(config, _kv(set_)), console)
+    overrides = _kv(set_) | ({"resume": True} if resume else {})
+    run_training(load_config(config, overrides), console)
+
+
+@app.command()
+def sft(trajectories: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+        out: Annotated[Path, typer.Option(help="Directory for the fine-tuned model")],
+        model: Annotated[str, typer.Option(help="'smollm2' or a model directory")] = "smollm2",
+        epochs: float = 1.0, learning_rate: float = 2e-5, batch_size: int = 8,
+        grad_accum: int = 1, max_length: int = 2048, seed: int = 0,
+        min_return: Annotated[float | None, typer.Option(
+            help="Keep trajectories with at least this return")] = None,
+        env: Annotated[str | None, typer.Option(help="Keep this env id's trajectories")] = None,
+        policy: Annotated[str | None, typer.Option(
+            help="Keep this policy's trajectories (e.g. oracle)")] = None) -> None:
+    """Fine-tune a policy on saved trajectories (TRL SFTTrainer, loss on the actions only); the
+    output directory works as `model:` of `memgym train` and as an eval policy."""
+    from memgym.rollouts.hf import load_model
+    from memgym.trainers.sft import SFTSettings, sft_dataset, train_sft
+
+    dataset = sft_dataset(_trajectories(trajectories), min_return, env, policy)
+    settings = SFTSettings(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                           grad_accum=grad_accum, max_length=max_length, seed=seed)
+    llm, tokenizer = load_model(model)
+    history = train_sft(llm, tokenizer, dataset, out, settings)
+    losses = [h["loss"] for h in history if "loss" in h]
+    console.print(f"{len(dataset)} examples, {len(losses)} steps, loss {losses[0]:.4f} → "
+                  f"{losses[-1]:.4f}; wrote {out}")
 
 
 def _trajectories(path: Path, episode: str | None = None) -> list:

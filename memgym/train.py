@@ -1,10 +1,18 @@
-"""``memgym train``: evaluate baselines and the untrained policy, train with GRPO on segments,
-evaluate again, and write ``run_dir/{trajectories.parquet, metrics.csv, reward_curve.png,
-checkpoint/, eval.json}``. ``metrics.csv`` has per iteration the reward, its terms, the trainer's
-stats, the op mix and memory metrics (``mem_*``, :func:`memgym.metrics.training_row`).
+"""``memgym train``: evaluate baselines and the untrained policy, train with GRPO or PPO on
+segments (full fine-tuning or LoRA via peft; gradient accumulation in the trainer's config),
+evaluate again, and write ``run_dir/{trajectories.parquet, metrics.csv, tensorboard/,
+reward_curve.png, kl.png, op_mix.png, checkpoint/, eval.json}``.
 
-This module and the CLI are the application layer: they are the only part of ``memgym`` that
-imports from ``memgym.rollouts`` and ``memgym.trainers``.
+``metrics.csv`` (and TensorBoard) has per iteration the reward, its terms, the trainer's stats
+(loss, KL, clip fraction, entropy, advantage statistics, gradient norm), the op mix and memory
+metrics (``mem_*``, :func:`memgym.metrics.training_row`) and, every ``eval_every`` iterations,
+the greedy validation return (``val_return_mean``). ``checkpoint/`` is written every
+``checkpoint_every`` iterations and at the end: model (or adapter), tokenizer, trainer state
+(optimizer, step), RNG states, the episode-seed generator, metrics and evaluation so far; with
+``resume`` the run continues from it and computes exactly what an uninterrupted run computes.
+
+This module, :mod:`memgym.integrations` and the CLI are the application layer: the only parts of
+``memgym`` that import from ``memgym.rollouts`` and ``memgym.trainers``.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import copy
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +34,27 @@ from rich.table import Table
 from memgym.config import LoraConfig, TrainConfig
 from memgym.engine import SamplingParams
 from memgym.envs import baselines
-from memgym.metrics import training_row
+from memgym.errors import ConfigError
+from memgym.metrics import OP_KINDS, training_row
 from memgym.rollouts import LLMPolicy, Policy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
-from memgym.trainers.checkpoint import save_checkpoint
+from memgym.trainers.checkpoint import (
+    has_checkpoint,
+    load_checkpoint_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from memgym.trainers.grpo import GRPOTrainer, SegmentBatch
-from memgym.trajectory import Trajectory, write_trajectories
+from memgym.trainers.ppo import PPOTrainer
+from memgym.trajectory import (
+    Trajectory,
+    load_trajectories,
+    trajectories_from_frame,
+    write_trajectories,
+)
 
 EVAL_SEED_BASE = 1_000_000  # evaluation seeds never collide with training seeds
+STEPS_FILE = "trajectories.parquet"
 
 
 @dataclass
@@ -63,18 +84,41 @@ def evaluate(policy: Policy, env_id: str, env_kwargs: dict, episodes: int,
     return summarize(policy.name, trajectories), trajectories
 
 
-def _plot(metrics: pd.DataFrame, evals: dict, path: Path) -> None:
+def _figure(metrics: pd.DataFrame, columns: dict[str, str], ylabel: str, path: Path,
+            hlines: dict[str, tuple[float, str]] | None = None) -> None:
+    """Line plot of ``metrics[column]`` over iterations (``columns``: column → legend label)."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    ax.plot(metrics["iteration"], metrics["reward_mean"], marker="o", label="train reward (mean)")
-    for name, style in (("untrained", "--"), ("trained", "-")):
-        if name in evals:
-            ax.axhline(evals[name]["mean"], linestyle=style, color="gray", label=f"val {name}")
+    for column, label in columns.items():
+        if column in metrics and metrics[column].notna().any():
+            rows = metrics[metrics[column].notna()]
+            ax.plot(rows["iteration"], rows[column], marker="o", label=label)
+    for label, (value, style) in (hlines or {}).items():
+        ax.axhline(value, linestyle=style, color="gray", label=label)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("episode return")
-    ax.legend()
+    ax.set_ylabel(ylabel)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def write_plots(metrics: pd.DataFrame, evals: dict, run_dir: Path) -> list[Path]:
+    """``reward_curve.png`` (train reward, periodic val return, val before/after), ``kl.png``
+    (KL to the reference and clip fraction) and ``op_mix.png`` (ops per step by kind).
+
+    Returns:
+        The paths written.
+    """
+    paths = [run_dir / "reward_curve.png", run_dir / "kl.png", run_dir / "op_mix.png"]
+    hlines = {f"val {name}": (evals[name]["mean"], style)
+              for name, style in (("untrained", "--"), ("trained", "-")) if name in evals}
+    _figure(metrics, {"reward_mean": "train reward (mean)", "val_return_mean": "val return"},
+            "episode return", paths[0], hlines)
+    _figure(metrics, {"kl": "KL to reference", "clip_frac": "clip fraction"}, "per token",
+            paths[1])
+    _figure(metrics, {f"op_{kind}": kind for kind in OP_KINDS}, "ops per step", paths[2])
+    return paths
 
 
 def with_lora(model, lora: LoraConfig | None):
@@ -113,8 +157,63 @@ def markdown_table(rows: list[tuple[str, EvalResult]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_policy(config: TrainConfig, checkpoint: Path | None = None):
+    """The policy to train, its tokenizer and the frozen KL reference (None when the algorithm
+    has no KL term): ``config.model``, LoRA-wrapped if configured; from ``checkpoint`` when
+    resuming (a full model directory, or the adapter of a LoRA run on top of ``config.model``)."""
+    model, tokenizer = load_model(config.model)
+    ref_model = copy.deepcopy(model).eval() if config.needs_reference() else None
+    if checkpoint is None:
+        return with_lora(model, config.lora), tokenizer, ref_model
+    if config.lora is not None:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, checkpoint, is_trainable=True), tokenizer, ref_model
+    model, tokenizer = load_model(str(checkpoint))
+    return model, tokenizer, ref_model
+
+
+class MetricsLog:
+    """Per-iteration rows to ``metrics.csv`` (rewritten each time, so it is always complete) and,
+    optionally, each numeric value to TensorBoard as ``<prefix>/<name>`` (prefix: the name up to
+    its first ``_``, e.g. ``reward/reward_mean``, ``op/op_add``)."""
+
+    def __init__(self, run_dir: Path, rows: list[dict], tensorboard: bool) -> None:
+        self.path, self.rows = run_dir / "metrics.csv", rows
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a crashed run logged past the checkpoint we resume from
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=len(rows))
+        self.frame().to_csv(self.path, index=False)
+
+    def frame(self) -> pd.DataFrame:
+        """All rows so far (columns ``iteration``, ``reward_mean``, ... even when empty)."""
+        return pd.DataFrame(self.rows) if self.rows else pd.DataFrame(
+            columns=["iteration", "reward_mean"])
+
+    def log(self, row: dict) -> None:
+        """Append ``row`` (it has ``iteration``) and write it out."""
+        self.rows.append(row)
+        self.frame().to_csv(self.path, index=False)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "iteration" and isinstance(value, int | float) and np.isfinite(value):
+                    self.writer.add_scalar(f"{key.split('_')[0]}/{key}", value, row["iteration"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def train(config: TrainConfig, console: Console | None = None) -> dict:
     """Run the whole pipeline described in the module docstring.
+
+    With ``config.resume`` and a checkpoint in ``run_dir/checkpoint``, the run continues from it:
+    the baselines' evaluation, metrics and trajectories so far are kept, and every iteration after
+    the checkpoint computes the same rollouts and loss as an uninterrupted run.
 
     Returns:
         The evaluation summary written to ``eval.json``.
@@ -122,45 +221,77 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
     console = console or Console()
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = run_dir / "checkpoint"
+    resumed = config.resume and has_checkpoint(checkpoint)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
 
-    model, tokenizer = load_model(config.model)
-    ref_model = copy.deepcopy(model).eval() if config.grpo.beta > 0 else None
-    model = with_lora(model, config.lora)
+    model, tokenizer, ref_model = load_policy(config, checkpoint if resumed else None)
     engine = HFEngine(model, tokenizer, batch_size=config.num_envs)
     eval_kwargs = {**config.env, **config.eval_env}
     greedy = SamplingParams(max_new_tokens=config.sampling.max_new_tokens, temperature=0.0)
+    trainer = (PPOTrainer(model, tokenizer.pad_token_id, config.ppo, ref_model)
+               if config.algorithm == "ppo" else
+               GRPOTrainer(model, tokenizer.pad_token_id, config.grpo, ref_model))
+    sampling = SamplingParams(
+        max_new_tokens=config.sampling.max_new_tokens, temperature=config.sampling.temperature,
+        top_p=config.sampling.top_p)
+    rng = np.random.default_rng(config.seed)  # episode and sampling seeds of the rollouts
+    all_trajectories: list[Trajectory] = []
 
-    def run_eval(label: str, policy: Policy) -> EvalResult:
+    def run_eval(label: str, policy: Policy | None = None) -> EvalResult:
+        """Evaluate ``policy`` (default: the current LLM policy, greedy) as ``label``."""
+        policy = policy or LLMPolicy(engine, greedy, name=label)
         result, trajs = evaluate(policy, config.env_id, eval_kwargs, config.eval_episodes,
                                  config.num_envs)
         result.policy = label
         all_trajectories.extend(trajs)
         return result
 
-    all_trajectories: list[Trajectory] = []
-    before = [run_eval(name, cls()) for name, cls in baselines(config.env_id).items()]
-    before.append(run_eval("untrained", LLMPolicy(engine, greedy, name="untrained")))
+    if resumed:
+        state = load_checkpoint_state(checkpoint)
+        trainer.load_state_dict(state["trainer"])
+        rng.bit_generator.state = state["seed_rng"]
+        set_rng_state(state["rng"])
+        before = [EvalResult(**r) for r in state["before"]]
+        rows, first = state["rows"], state["iteration"]
+        if first > config.iterations:
+            raise ConfigError(f"iterations must be >= the checkpoint's {first} to resume, got "
+                              f"{config.iterations}")
+        # the file may also hold the final evaluation of the run we resume: keep what preceded
+        all_trajectories = trajectories_from_frame(
+            load_trajectories(run_dir / STEPS_FILE))[:state["num_trajectories"]]
+        console.print(f"resuming {run_dir} at iteration {first} (step {trainer.global_step})")
+    else:
+        if config.resume:
+            console.print(f"no checkpoint in {checkpoint}: starting from scratch")
+        before = [run_eval(name, cls()) for name, cls in baselines(config.env_id).items()]
+        before.append(run_eval("untrained"))
+        rows, first = [], 0
     print_table(console, f"validation before training ({eval_kwargs})", before)
 
-    trainer = GRPOTrainer(model, tokenizer.pad_token_id, config.grpo, ref_model)
-    sampler = LLMPolicy(engine, SamplingParams(
-        max_new_tokens=config.sampling.max_new_tokens, temperature=config.sampling.temperature,
-        top_p=config.sampling.top_p, seed=config.seed), name="policy")
-    rng = np.random.default_rng(config.seed)
-    rows: list[dict] = []
-    metrics = pd.DataFrame(columns=["iteration", "reward_mean"])
-    metrics.to_csv(run_dir / "metrics.csv", index=False)
-    for iteration in range(config.iterations):
+    def save(iteration: int) -> None:
+        write_trajectories(all_trajectories, run_dir / STEPS_FILE)
+        save_checkpoint(checkpoint, model, tokenizer, trainer.state_dict(),
+                        {"iteration": iteration, "global_step": trainer.global_step,
+                         "config": config.model_dump()},
+                        {"iteration": iteration, "seed_rng": rng.bit_generator.state,
+                         "num_trajectories": len(all_trajectories), "rows": log.rows,
+                         "before": [r.__dict__ for r in before]})
+
+    log = MetricsLog(run_dir, rows, config.tensorboard)
+    for iteration in range(first, config.iterations):
         tick = time.perf_counter()
         episode_seeds = rng.integers(0, 2**31 - 1, size=config.episodes_per_iteration)
         seeds = [int(s) for s in episode_seeds for _ in range(config.group_size)]
+        sampler = LLMPolicy(engine, replace(sampling, seed=int(rng.integers(2**31 - 1))),
+                            name="policy")
         trajs = run_episodes(config.env_id, config.env, sampler, seeds, num_envs=config.num_envs)
         rollout_seconds = time.perf_counter() - tick
-        stats = trainer.step(SegmentBatch.from_trajectories(trajs, config.grpo.scale_rewards))
+        stats = trainer.step(trajs if config.algorithm == "ppo" else
+                             SegmentBatch.from_trajectories(trajs, config.grpo, tokenizer))
         all_trajectories.extend(trajs)
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,
@@ -168,21 +299,24 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
                "rollout_seconds": rollout_seconds, "seconds": time.perf_counter() - tick}
         for name in trajs[0].reward_terms:
             row[f"reward_{name}"] = float(np.mean([t.reward_terms[name] for t in trajs]))
-        rows.append(row)
-        metrics = pd.DataFrame(rows)
-        metrics.to_csv(run_dir / "metrics.csv", index=False)
+        if config.eval_every and (iteration + 1) % config.eval_every == 0:
+            val = run_eval(f"policy@{iteration}")
+            row |= {"val_return_mean": val.mean, "val_parse_error_rate": val.parse_error_rate}
+        log.log(row)
         console.print(f"iter {iteration}: reward {summary.mean:+.4f} parse errors "
                       f"{summary.parse_error_rate:.0%} loss {stats['loss']:+.4f} "
                       f"({row['seconds']:.1f}s)")
+        if config.checkpoint_every and (iteration + 1) % config.checkpoint_every == 0:
+            save(iteration + 1)
+    log.close()
+    save(config.iterations)
 
-    after = run_eval("trained", LLMPolicy(engine, greedy, name="trained"))
+    after = run_eval("trained")
     print_table(console, "validation after training", [*before, after])
-    save_checkpoint(run_dir / "checkpoint", model, tokenizer, trainer.optimizer,
-                    trainer.global_step, {"config": config.model_dump()})
-    write_trajectories(all_trajectories, run_dir / "trajectories.parquet")
+    write_trajectories(all_trajectories, run_dir / STEPS_FILE)
     evals = {r.policy: r.__dict__ for r in [*before, after]}
     evals["wall_seconds"] = time.perf_counter() - started
     (run_dir / "eval.json").write_text(json.dumps(evals, indent=2))
-    _plot(metrics, evals, run_dir / "reward_curve.png")
+    write_plots(log.frame(), evals, run_dir)
     console.print(f"wrote {run_dir} in {evals['wall_seconds']:.0f}s")
     return evals

@@ -27,7 +27,8 @@ from memgym.errors import SchemaError
 
 SCHEMA_VERSION = 2
 SEGMENT_END_REASONS = ("edit", "overwrite", "end", "prefix_break")
-STANDARD_INFO_KEYS = ("ops", "op_results", "parse_error", "reward_terms", "segment_end")
+STANDARD_INFO_KEYS = ("ops", "op_results", "parse_error", "reward_terms", "segment_end",
+                      "op_spans")
 UNRECORDED_INFO_KEYS = ("privileged",)  # gold data for oracles: never saved
 
 
@@ -78,6 +79,9 @@ class Step:
         logprobs: Sampling logprob (float, nats) of each completion token.
         info: Env-specific extras of the ``info`` this step returned (:func:`info_extras`, e.g.
             ``bank_size``, ``qa``); None when not recorded (schema-1 files).
+        op_spans: ``[start, end)`` character spans of the memory-op payloads in ``action``
+            (``info["op_spans"]``), for memory-token credit. Kept in memory only: files do not
+            store them (they follow from the action and the codec).
     """
 
     index: int
@@ -95,6 +99,7 @@ class Step:
     completion_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     info: dict | None = None
+    op_spans: list[list[int]] = field(default_factory=list)
 
 
 def step_from_info(index: int, observation: str, action: str, reward: float, terminated: bool,
@@ -117,7 +122,8 @@ def step_from_info(index: int, observation: str, action: str, reward: float, ter
         segment_end=info.get("segment_end"),
         prompt_ids=list(completion.prompt_ids) if completion else [],
         completion_ids=list(completion.completion_ids) if completion else [],
-        logprobs=list(completion.logprobs) if completion else [], info=info_extras(info))
+        logprobs=list(completion.logprobs) if completion else [], info=info_extras(info),
+        op_spans=[list(span) for span in info.get("op_spans", [])])
 
 
 @dataclass

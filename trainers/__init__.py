@@ -1,6 +1,28 @@
-"""Segment-aware trainers."""
+"""Segment-aware trainers: advantage estimators, loss pieces and the GRPO trainer."""
 
-from memgym.trainers.advantages import expand_to_segments, grpo_advantages
-from memgym.trainers.grpo import GRPOConfig, GRPOTrainer, SegmentBatch
+from memgym.trainers.advantages import (
+                                        ESTIMATORS,
+                                        dr_grpo_advantages,
+                                        expand_to_segments,
+                                        grpo_advantages,
+                                        memory_token_advantages,
+                                        reinforce_pp_advantages,
+                                        rloo_advantages,
+                                        trajectory_advantages,
+)
+from memgym.trainers.grpo import GRPOConfig, GRPOTrainer, SegmentBatch, group_ids, memory_mask
+from memgym.trainers.losses import (
+                                        KL_ESTIMATORS,
+                                        LOSS_AGG_MODES,
+                                        WEIGHTINGS,
+                                        clipped_surrogate,
+                                        kl_divergence,
+                                        token_coefficients,
+)
 
-__all__ = ["GRPOConfig", "GRPOTrainer", "SegmentBatch", "expand_to_segments", "grpo_advantages"]
+__all__ = [
+    "ESTIMATORS", "KL_ESTIMATORS", "LOSS_AGG_MODES", "WEIGHTINGS", "GRPOConfig", "GRPOTrainer",
+    "SegmentBatch", "clipped_surrogate", "dr_grpo_advantages", "expand_to_segments",
+    "group_ids", "grpo_advantages", "kl_divergence", "memory_mask", "memory_token_advantages",
+    "reinforce_pp_advantages", "rloo_advantages", "token_coefficients", "trajectory_advantages",
+]

@@ -1,39 +1,159 @@
 """GRPO on segmented trajectories: each segment is a prompt+completion sample that carries its
-trajectory's group-relative advantage."""
+trajectory's group-relative advantage (or, with memory-token credit, a per-token advantage).
+
+TRL 1.16's GRPOTrainer assumes one completion per prompt, so the segment-aware trainer is
+memgym's; the estimators are :mod:`memgym.trainers.advantages`, the loss pieces
+:mod:`memgym.trainers.losses`, logprobs and entropies TRL's ``selective_log_softmax_and_entropy``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
-from transformers import PreTrainedModel
+from pydantic import BaseModel, Field, model_validator
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl.trainer.utils import selective_log_softmax_and_entropy
 
-from memgym.trainers.advantages import expand_to_segments, grpo_advantages
-from memgym.trajectory import Segment, Trajectory
+from memgym.errors import ConfigError
+from memgym.trainers.advantages import (
+    expand_to_segments,
+    memory_token_advantages,
+    trajectory_advantages,
+)
+from memgym.trainers.losses import clipped_surrogate, kl_divergence, token_coefficients
+from memgym.trajectory import Segment, Step, Trajectory
 
 
 class GRPOConfig(BaseModel):
-    """GRPO hyper-parameters.
+    """GRPO hyper-parameters (the ``grpo:`` section of a train config).
 
     Attributes:
         learning_rate: AdamW learning rate.
-        clip_eps: PPO ratio clip ε (ratio kept in [1-ε, 1+ε]).
-        beta: Weight of the k3 KL penalty to the reference model; 0 disables it and no reference
-            is kept.
-        scale_rewards: Divide advantages by the group std (GRPO) or not (Dr. GRPO).
-        micro_batch: Segments per forward/backward pass (gradients accumulate over a step).
+        estimator: Advantage estimator: ``grpo`` | ``dr_grpo`` | ``rloo`` | ``reinforce_pp``.
+        group_by: Group definition: ``seed`` (same env, config and episode seed) or ``fork``
+            (``Trajectory.group``: forks of one shared memory state, Memory-R2 style).
+        adv_eps: Std guard of ``grpo`` / ``reinforce_pp``.
+        weighting: Segment weighting ``trajectory`` | ``segment`` | ``token``
+            (:func:`memgym.trainers.losses.token_coefficients`).
+        loss_agg_mode: ``token-mean`` | ``seq-mean-token-sum`` | ``seq-mean-token-mean`` |
+            ``seq-mean-token-sum-norm`` (verl's names).
+        norm_length: ``L`` of ``seq-mean-token-sum-norm`` (Dr. GRPO's constant).
+        clip_low / clip_high: PPO ratio clip range ``[1 - clip_low, 1 + clip_high]`` (DAPO's
+            clip-higher: 0.2 / 0.28). A legacy ``clip_eps`` sets both.
+        beta: KL coefficient to the reference model; 0 disables KL (no reference needed).
+        kl_estimator: ``k1`` | ``k3`` | ``low_var_kl``.
+        kl_mode: ``loss`` (``β·KL`` added to the per-token loss, GRPO) or ``penalty``
+            (``β·KL`` subtracted, detached, from each token's advantage: a per-token reward
+            penalty).
+        memory_terms: Reward-term names whose episode sum is the memory return; when set,
+            memory-op tokens get its group-relative advantage (HiMPO-style memory-token credit,
+            :func:`memgym.trainers.advantages.memory_token_advantages`); empty disables it.
+        micro_batch: Segments per forward/backward pass.
+        grad_accum: Micro-batches per optimizer update; None: the whole batch in one update.
         max_grad_norm: Gradient clipping norm.
         weight_decay: AdamW weight decay.
     """
 
     learning_rate: float = Field(1e-5, gt=0)
-    clip_eps: float = Field(0.2, gt=0)
+    estimator: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"] = "grpo"
+    group_by: Literal["seed", "fork"] = "seed"
+    adv_eps: float = Field(1e-6, ge=0)
+    weighting: Literal["trajectory", "segment", "token"] = "trajectory"
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
+                           "seq-mean-token-sum-norm"] = "token-mean"
+    norm_length: int | None = Field(None, ge=1)
+    clip_low: float = Field(0.2, ge=0, lt=1)
+    clip_high: float = Field(0.2, ge=0)
     beta: float = Field(0.0, ge=0)
-    scale_rewards: bool = True
+    kl_estimator: Literal["k1", "k3", "low_var_kl"] = "k3"
+    kl_mode: Literal["loss", "penalty"] = "loss"
+    memory_terms: list[str] = []
     micro_batch: int = Field(8, ge=1)
+    grad_accum: int | None = Field(None, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data):
+        """Map the version-0 keys: ``clip_eps`` → clip_low and clip_high; ``scale_rewards:
+        false`` → estimator ``dr_grpo``."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if "clip_eps" in data:
+                eps = data.pop("clip_eps")
+                data.setdefault("clip_low", eps)
+                data.setdefault("clip_high", eps)
+            if "scale_rewards" in data:
+                data.setdefault("estimator", "grpo" if data.pop("scale_rewards") else "dr_grpo")
+        return data
+
+    @model_validator(mode="after")
+    def _norm_length_set(self):
+        if self.loss_agg_mode == "seq-mean-token-sum-norm" and self.norm_length is None:
+            raise ValueError("loss_agg_mode 'seq-mean-token-sum-norm' needs norm_length")
+        return self
+
+
+def group_ids(trajectories: list[Trajectory], by: str = "seed") -> torch.Tensor:
+    """Group id of each trajectory for group-relative advantages.
+
+    Args:
+        trajectories: T trajectories.
+        by: ``seed``: same env id, env config and episode seed (GRPO's "same prompt");
+            ``fork``: same ``Trajectory.group`` (forks of one parent at one step share it, see
+            :func:`memgym.rollouts.fork.fork_group`).
+
+    Returns:
+        ``(T,)`` int64 group ids (dense, in order of first appearance).
+
+    Raises:
+        ConfigError: Unknown ``by``.
+    """
+    if by == "seed":
+        keys = [(t.env_id, repr(sorted(t.config.items())), t.seed) for t in trajectories]
+    elif by == "fork":
+        keys = [t.group for t in trajectories]
+    else:
+        raise ConfigError(f"unknown group_by {by!r}; expected 'seed' or 'fork'")
+    ids: dict = {}
+    return torch.tensor([ids.setdefault(k, len(ids)) for k in keys], dtype=torch.long)
+
+
+def memory_mask(segment: Segment, steps: list[Step],
+                tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Length-C {0, 1} mask of the segment's completion tokens that belong to memory-op payloads.
+
+    Each step's completion starts at column ``len(step.prompt_ids) - len(segment.prompt_ids)``
+    of the segment's completion (its prompt extends the segment's context). Token ``i`` of a
+    completion covers the characters ``[len(decode(ids[:i])), len(decode(ids[:i+1])))`` of the
+    decoded action (incremental decoding, so multi-byte characters split over tokens stay
+    aligned); it is a memory token when that range overlaps one of ``step.op_spans``.
+
+    Args:
+        segment: A segment of the trajectory ``steps`` belong to.
+        steps: All steps of that trajectory (with token ids and ``op_spans``).
+        tokenizer: The policy's tokenizer.
+
+    Returns:
+        ``len(segment.completion_ids)`` ints.
+    """
+    mask = [0] * len(segment.completion_ids)
+    for step in steps[segment.step_start:segment.step_end]:
+        if not step.op_spans or not step.completion_ids:
+            continue
+        column = len(step.prompt_ids) - len(segment.prompt_ids)
+        ids = step.completion_ids
+        ends = [len(tokenizer.decode(ids[:i + 1], skip_special_tokens=True))
+                for i in range(len(ids))]
+        shift = max(tokenizer.decode(ids, skip_special_tokens=True).find(step.action), 0)
+        for i, end in enumerate(ends):
+            lo, hi = (ends[i - 1] if i else 0) - shift, end - shift
+            if any(lo < b and a < hi for a, b in step.op_spans):
+                mask[column + i] = 1
+    return mask
 
 
 @dataclass
@@ -43,114 +163,236 @@ class SegmentBatch:
     Attributes:
         segments: S segments with token ids.
         advantages: ``(S,)`` float advantage of each segment.
+        segment_trajectory: ``(S,)`` int64 index of each segment's trajectory (for the
+            ``trajectory`` weighting); default: each segment its own trajectory.
+        memory_advantages: ``(S,)`` float memory advantage of each segment, or None.
+        memory_masks: S lists of C_s {0, 1} memory-token flags, or None.
     """
 
     segments: list[Segment]
     advantages: torch.Tensor
+    segment_trajectory: torch.Tensor | None = None
+    memory_advantages: torch.Tensor | None = None
+    memory_masks: list[list[int]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.segment_trajectory is None:
+            self.segment_trajectory = torch.arange(len(self.segments))
+        if self.advantages.shape != (len(self.segments),):
+            raise ConfigError(f"expected advantages of shape ({len(self.segments)},), got "
+                              f"{tuple(self.advantages.shape)}")
+        if (self.memory_advantages is None) != (self.memory_masks is None):
+            raise ConfigError("memory_advantages and memory_masks go together")
 
     @classmethod
-    def from_trajectories(cls, trajectories: list[Trajectory], scale: bool = True) -> SegmentBatch:
-        """GRPO advantages over trajectory returns within groups, expanded to segments."""
+    def from_trajectories(cls, trajectories: list[Trajectory], config: GRPOConfig | None = None,
+                          tokenizer: PreTrainedTokenizerBase | None = None) -> SegmentBatch:
+        """Advantages over trajectory returns within groups, expanded to segments.
+
+        Args:
+            trajectories: T trajectories; all count in the group statistics, those without
+                token segments (scripted) add no samples.
+            config: Estimator, grouping and memory-credit settings (default
+                :class:`GRPOConfig`).
+            tokenizer: Needed for memory-token credit (``config.memory_terms``).
+
+        Raises:
+            ConfigError: Memory credit without a tokenizer, or a memory term no trajectory has.
+        """
+        config = config or GRPOConfig()
         returns = torch.tensor([t.episode_return for t in trajectories], dtype=torch.float64)
-        groups = torch.tensor([t.group for t in trajectories])
-        adv = grpo_advantages(returns, groups, scale=scale).float()
+        groups = group_ids(trajectories, config.group_by)
+        adv = trajectory_advantages(returns, groups, config.estimator, config.adv_eps)
         owner = torch.tensor([i for i, t in enumerate(trajectories) for _ in t.segments],
                              dtype=torch.long)
         segments = [s for t in trajectories for s in t.segments]
-        return cls(segments, expand_to_segments(adv, owner))
+        batch = cls(segments, expand_to_segments(adv, owner).float(), owner)
+        if config.memory_terms:
+            if tokenizer is None:
+                raise ConfigError("memory-token credit (memory_terms) needs the tokenizer")
+            known = {name for t in trajectories for name in t.reward_terms}
+            if missing := set(config.memory_terms) - known:
+                raise ConfigError(f"memory_terms {sorted(missing)} not among the reward terms "
+                                  f"{sorted(known)}")
+            memory_returns = torch.tensor(
+                [sum(t.reward_terms.get(n, 0.0) for n in config.memory_terms)
+                 for t in trajectories], dtype=torch.float64)
+            mem_adv = trajectory_advantages(memory_returns, groups, config.estimator,
+                                            config.adv_eps)
+            batch.memory_advantages = expand_to_segments(mem_adv, owner).float()
+            batch.memory_masks = [memory_mask(s, t.steps, tokenizer)
+                                  for t in trajectories for s in t.segments]
+        return batch
 
 
-def _pack(segments: list[Segment], pad_id: int) -> dict[str, torch.Tensor]:
+def _pack(segments: list[Segment], pad_id: int,
+          memory_masks: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
     """Left-pad prompts and right-pad completions so every completion starts at column P."""
     p = max(len(s.prompt_ids) for s in segments)
     c = max(len(s.completion_ids) for s in segments)
-    ids, attn, mask, old = [], [], [], []
+    ids, attn, mask = [], [], []
     for s in segments:
         lp, lc = len(s.prompt_ids), len(s.completion_ids)
         ids.append([pad_id] * (p - lp) + s.prompt_ids + s.completion_ids + [pad_id] * (c - lc))
         attn.append([0] * (p - lp) + [1] * (lp + lc) + [0] * (c - lc))
         mask.append(list(s.loss_mask) + [0] * (c - lc))
-        old.append(list(s.logprobs) + [0.0] * (c - lc))
     attention = torch.tensor(attn)
-    return {"input_ids": torch.tensor(ids), "attention_mask": attention,
-            "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
-            "loss_mask": torch.tensor(mask, dtype=torch.float32),
-            "old_logprobs": torch.tensor(old, dtype=torch.float32), "completion_len": c}
+    packed = {"input_ids": torch.tensor(ids), "attention_mask": attention,
+              "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
+              "loss_mask": torch.tensor(mask, dtype=torch.float32), "completion_len": c}
+    if memory_masks is not None:
+        packed["memory_mask"] = torch.tensor([m + [0] * (c - len(m)) for m in memory_masks],
+                                             dtype=torch.float32)
+    return packed
 
 
-def completion_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logprob of each completion token under ``model``.
+def completion_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
+                        entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logprob (and optionally entropy, no gradient) of each completion token under ``model``.
 
     Returns:
-        ``(B, C)`` float32 logprobs (garbage where ``loss_mask`` is 0).
+        ``(B, C)`` logprobs (float32, or float64 for a float64 model) and ``(B, C)`` entropies
+        in nats or None (both garbage where ``loss_mask`` is 0).
     """
     c = packed["completion_len"]
     logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
                    position_ids=packed["position_ids"], logits_to_keep=c + 1).logits[:, :-1]
     targets = packed["input_ids"][:, -c:]
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32, fp64 kept
+    if not entropy:
+        return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1), None
+    return selective_log_softmax_and_entropy(logits, targets, entropy_requires_grad=False)
 
 
 class GRPOTrainer:
-    """One optimizer step per batch of rollouts (on-policy, single update, as TRL's default).
+    """Segment-aware GRPO: one batch of rollouts per :meth:`step`, one or more optimizer updates.
 
-    Loss per token (DAPO token-mean over all completion tokens of the batch):
-    ``-min(ρ·A, clip(ρ, 1-ε, 1+ε)·A) + β·KL_k3`` with ``ρ = exp(logp - logp_old)``; with one
-    update per batch ``logp_old`` is the detached current logprob, so ``ρ = 1`` in value and the
-    gradient is the policy gradient. ``KL_k3 = exp(r) - r - 1``, ``r = logp_ref - logp``
-    (Schulman's k3 estimator).
+    Per token: ``l = -min(ρ A, clip(ρ, 1 - clip_low, 1 + clip_high) A) [+ β·KL]`` with
+    ``ρ = exp(logp - logp_old)`` (:func:`~memgym.trainers.losses.clipped_surrogate`), reduced
+    with the coefficients of :func:`~memgym.trainers.losses.token_coefficients` computed over
+    the whole batch (micro-batching does not change the loss). With one update per batch
+    ``logp_old`` is the detached current logprob (ρ = 1 in value, as TRL with
+    ``num_iterations=1``); with several (``grad_accum`` smaller than the batch) it is computed
+    once, without gradient, before the first update.
 
     Args:
         model: The policy (plain or peft); trained in place.
         pad_token_id: Padding id of the tokenizer.
         config: :class:`GRPOConfig`.
         ref_model: Frozen reference for the KL term (needed when ``config.beta > 0``).
+
+    Raises:
+        ConfigError: ``config.beta > 0`` without a reference model.
     """
 
     def __init__(self, model: PreTrainedModel, pad_token_id: int, config: GRPOConfig,
                  ref_model: PreTrainedModel | None = None) -> None:
+        if config.beta > 0 and ref_model is None:
+            raise ConfigError(f"beta={config.beta} needs a reference model (ref_model)")
         self.model, self.pad_token_id, self.config, self.ref_model = (
             model, pad_token_id, config, ref_model)
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.global_step = 0
+
+    def state_dict(self) -> dict:
+        """Optimizer state and ``global_step`` (the model is saved separately)."""
+        return {"optimizer": self.optimizer.state_dict(), "global_step": self.global_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (exact resume)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = int(state["global_step"])
+
+    def _micro_batches(self, batch: SegmentBatch, rows: range):
+        """(indices, packed) per micro-batch of the segment indices ``rows``."""
+        mb = self.config.micro_batch
+        for start in range(rows.start, rows.stop, mb):
+            idx = list(range(start, min(start + mb, rows.stop)))
+            masks = None if batch.memory_masks is None else [batch.memory_masks[i] for i in idx]
+            yield idx, _pack([batch.segments[i] for i in idx], self.pad_token_id, masks)
+
+    def _token_advantages(self, batch: SegmentBatch, idx: list[int],
+                          packed: dict) -> torch.Tensor:
+        adv = batch.advantages[idx]
+        if batch.memory_advantages is None:
+            return adv.unsqueeze(-1).expand_as(packed["loss_mask"])
+        return memory_token_advantages(adv, batch.memory_advantages[idx], packed["memory_mask"])
 
     def step(self, batch: SegmentBatch) -> dict[str, float]:
         """Compute the loss over all segments (micro-batched), clip gradients, update.
 
         Returns:
-            Metrics: ``loss``, ``kl``, ``clip_frac``, ``grad_norm``, ``tokens``, ``segments``.
+            Metrics: ``loss`` (summed over updates' mean), ``kl``, ``clip_frac``, ``entropy``,
+            ``adv_mean``, ``adv_std`` (token-means over loss tokens), ``grad_norm`` (mean
+            over updates, before clipping), ``tokens``, ``segments``, ``updates``.
+
+        Raises:
+            ConfigError: The batch has no segment with a loss token.
         """
         cfg = self.config
+        counts = torch.tensor([sum(s.loss_mask) for s in batch.segments], dtype=torch.long)
+        total = int(counts.sum()) if len(batch.segments) else 0
+        if total == 0:
+            raise ConfigError("the batch has no loss tokens (no segment with policy tokens)")
+        coef = token_coefficients(counts, batch.segment_trajectory, cfg.loss_agg_mode,
+                                  cfg.weighting, cfg.norm_length).float()
+        size = len(batch.segments)
+        per_update = size if cfg.grad_accum is None else cfg.micro_batch * cfg.grad_accum
+        updates = [range(s, min(s + per_update, size)) for s in range(0, size, per_update)]
+        old = self._old_logprobs(batch) if len(updates) > 1 else None
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        total_tokens = sum(sum(s.loss_mask) for s in batch.segments)
-        stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
-        for start in range(0, len(batch.segments), cfg.micro_batch):
-            segs = batch.segments[start:start + cfg.micro_batch]
-            adv = batch.advantages[start:start + cfg.micro_batch].unsqueeze(-1)
-            packed = _pack(segs, self.pad_token_id)
-            mask = packed["loss_mask"]
-            logp = completion_logprobs(self.model, packed)
-            ratio = torch.exp(logp - logp.detach())
-            clipped = torch.clamp(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps)
-            per_token = -torch.min(ratio * adv, clipped * adv)
-            kl = torch.zeros_like(logp)
-            if cfg.beta > 0 and self.ref_model is not None:
-                with torch.no_grad():
-                    ref = completion_logprobs(self.ref_model, packed)
-                kl = torch.exp(ref - logp) - (ref - logp) - 1
-                per_token = per_token + cfg.beta * kl
-            loss = (per_token * mask).sum() / max(total_tokens, 1)
-            loss.backward()
-            stats["loss"] += loss.item()
-            stats["kl"] += float((kl * mask).sum()) / max(total_tokens, 1)
-            stats["clip_frac"] += float((((ratio - clipped).abs() > 0) * mask).sum()) / max(
-                total_tokens, 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
-        self.optimizer.step()
+        sums = dict.fromkeys(("loss", "kl", "clip_frac", "entropy", "adv", "adv_sq",
+                              "grad_norm"), 0.0)
+        for rows in updates:
+            self.optimizer.zero_grad(set_to_none=True)
+            for idx, packed in self._micro_batches(batch, rows):
+                mask = packed["loss_mask"]
+                logp, entropy = completion_logprobs(self.model, packed, entropy=True)
+                logp_old = logp.detach() if old is None else _gather(old, idx, logp.shape)
+                adv = self._token_advantages(batch, idx, packed)
+                kl = torch.zeros_like(logp)
+                if cfg.beta > 0:
+                    with torch.no_grad():
+                        ref, _ = completion_logprobs(self.ref_model, packed)
+                    kl = kl_divergence(logp, ref, cfg.kl_estimator)
+                    if cfg.kl_mode == "penalty":
+                        adv = adv - cfg.beta * kl.detach()
+                per_token, clipped = clipped_surrogate(logp, logp_old, adv, cfg.clip_low,
+                                                       cfg.clip_high)
+                if cfg.beta > 0 and cfg.kl_mode == "loss":
+                    per_token = per_token + cfg.beta * kl
+                weights = mask * coef[idx].unsqueeze(-1) * len(updates)
+                loss = (per_token * weights).sum()
+                loss.backward()
+                sums["loss"] += loss.item() / len(updates)
+                for name, value in (("kl", kl), ("clip_frac", clipped), ("entropy", entropy),
+                                    ("adv", adv), ("adv_sq", adv**2)):
+                    sums[name] += float((value.detach() * mask).sum()) / total
+            sums["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(
+                self.params, cfg.max_grad_norm)) / len(updates)
+            self.optimizer.step()
         self.global_step += 1
-        return {**stats, "grad_norm": float(grad_norm), "tokens": float(total_tokens),
-                "segments": float(len(batch.segments))}
+        adv_mean = sums.pop("adv")
+        adv_std = max(sums.pop("adv_sq") - adv_mean**2, 0.0) ** 0.5
+        return {**sums, "adv_mean": adv_mean, "adv_std": adv_std, "tokens": float(total),
+                "segments": float(size), "updates": float(len(updates))}
+
+    @torch.no_grad()
+    def _old_logprobs(self, batch: SegmentBatch) -> list[torch.Tensor]:
+        """Logprobs of every segment's completion before any update (one row per segment)."""
+        self.model.eval()
+        rows: list[torch.Tensor] = []
+        for idx, packed in self._micro_batches(batch, range(len(batch.segments))):
+            logp, _ = completion_logprobs(self.model, packed)
+            rows += [logp[k, :len(batch.segments[i].completion_ids)] for k, i in enumerate(idx)]
+        return rows
+
+
+def _gather(rows: list[torch.Tensor], idx: list[int], shape: torch.Size) -> torch.Tensor:
+    """Right-padded ``(B, C)`` tensor of the rows ``idx``."""
+    out = torch.zeros(shape, dtype=rows[0].dtype)
+    for k, i in enumerate(idx):
+        out[k, :len(rows[i])] = rows[i]
+    return out

@@ -29,15 +29,35 @@ class ParseError:
 
 @dataclass(frozen=True)
 class ParseResult:
-    """Ops parsed from one action text, or the error that prevented it (then ``ops`` is empty)."""
+    """Ops parsed from one action text, or the error that prevented it (then ``ops`` is empty).
+
+    ``spans`` are the ``[start, end)`` character offsets of the memory-op payloads in the text
+    (memory-token credit, HiMPO); empty when the codec does not record them or on an error.
+    """
 
     ops: tuple[MemoryOp, ...]
     error: ParseError | None = None
+    spans: tuple[tuple[int, int], ...] = ()
 
     @property
     def ok(self) -> bool:
         """True when the text parsed."""
         return self.error is None
+
+
+def decode_json_span(text: str, start: int = 0, end: int | None = None, *, whole: bool = False,
+                     what: str = "invalid JSON") -> tuple[object, int, ParseError | None]:
+    """As :func:`decode_json`, also giving the offset just past the value in ``text``
+    (``start`` on an error)."""
+    chunk = text[start:end]
+    try:
+        value, stop = ((json.loads(chunk), len(chunk)) if whole
+                       else json.JSONDecoder().raw_decode(chunk))
+    except json.JSONDecodeError as exc:
+        return None, start, ParseError(start + exc.pos, f"{what}: {exc.msg}")
+    except RecursionError:
+        return None, start, ParseError(start, f"{what}: nested too deeply")
+    return value, start + stop, None
 
 
 def decode_json(text: str, start: int = 0, end: int | None = None, *, whole: bool = False,
@@ -56,14 +76,8 @@ def decode_json(text: str, start: int = 0, end: int | None = None, *, whole: boo
         ``(value, None)``, or ``(None, error)`` positioned at the failure's offset in ``text``
         (at ``start`` when the value nests too deeply for the parser). Never raises.
     """
-    chunk = text[start:end]
-    try:
-        value = json.loads(chunk) if whole else json.JSONDecoder().raw_decode(chunk)[0]
-    except json.JSONDecodeError as exc:
-        return None, ParseError(start + exc.pos, f"{what}: {exc.msg}")
-    except RecursionError:
-        return None, ParseError(start, f"{what}: nested too deeply")
-    return value, None
+    value, _, error = decode_json_span(text, start, end, whole=whole, what=what)
+    return value, error
 
 
 class Codec(Protocol):

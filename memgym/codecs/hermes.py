@@ -20,11 +20,13 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from memgym.codecs.base import ParseError, ParseResult, decode_json
-from memgym.ops import MemoryOp
+from memgym.ops import Answer, MemoryOp, Noop, Retrieve
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _INVALID = "invalid JSON in tool call"
 _FENCE_OPEN = re.compile(r"```[a-zA-Z]*\s*")
+
+_NOT_WRITES = (Retrieve, Answer, Noop)  # reads and answers: not memory-op payloads
 
 Tool = Callable[[dict], MemoryOp | str]
 """A tool: its ``arguments`` object → the op, or a reason string when they are wrong."""
@@ -97,10 +99,13 @@ def decode_tool_calls(text: str, tools: Mapping[str, Tool], *,
             Markdown code fence, is exactly one JSON value. True: its first ``{`` starts the
             call's JSON object and any text around that object is ignored.
 
+    The result's ``spans`` are the bodies of the calls that write memory (every op but
+    ``Retrieve``, ``Answer`` and ``Noop``), for memory-token credit.
+
     The first failing call makes the whole text an error, positioned at the offset of its JSON
     error, else at the start of its body. No call at all is a valid empty action.
     """
-    ops = []
+    ops, writes = [], []
     for start, end in tool_call_spans(text) if spans is None else spans:
         call, error = _call_json(text, start, end, prose)
         if error is not None:
@@ -109,7 +114,9 @@ def decode_tool_calls(text: str, tools: Mapping[str, Tool], *,
         if isinstance(op, str):
             return ParseResult((), ParseError(start, op))
         ops.append(op)
-    return ParseResult(tuple(ops))
+        if not isinstance(op, _NOT_WRITES):
+            writes.append((start, end))
+    return ParseResult(tuple(ops), spans=tuple(writes))
 
 
 def encode_tool_call(name: str, arguments: dict) -> str:

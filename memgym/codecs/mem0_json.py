@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from memgym.codecs.base import ParseError, ParseResult, decode_json
+from memgym.codecs.base import ParseError, ParseResult, decode_json_span
 from memgym.ops import Add, Delete, MemoryOp, Noop, Update
 
 _EVENTS = ("ADD", "UPDATE", "DELETE", "NONE")
@@ -51,13 +51,14 @@ class Mem0JsonCodec:
     def decode(self, text: str) -> ParseResult:
         """Parse ``text``; returns a :class:`ParseResult`, never raises.
 
-        The first ``{`` or ``[`` starts the JSON value; text after the value is ignored.
+        The first ``{`` or ``[`` starts the JSON value; text after the value is ignored. The
+        value's character span is the result's one memory-op span.
         """
         starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
         if not starts:
             return ParseResult((), ParseError(0, "no JSON object or list found"))
         start = min(starts)
-        value, error = decode_json(text, start)
+        value, stop, error = decode_json_span(text, start)
         if error is not None:
             return ParseResult((), error)
         if isinstance(value, dict) and "memory" in value:
@@ -76,7 +77,7 @@ class Mem0JsonCodec:
             if isinstance(op, str):
                 return ParseResult((), ParseError(start, op))
             ops.append(op)
-        return ParseResult(tuple(ops))
+        return ParseResult(tuple(ops), spans=((start, stop),))
 
     def encode(self, ops: Sequence[MemoryOp]) -> str:
         """Render ops in the canonical form.

@@ -1,0 +1,1 @@
+"""Bridges from memgym to other training frameworks (``memgym.integrations.trl``)."""

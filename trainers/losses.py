@@ -1,0 +1,157 @@
+"""Policy-gradient losses on segments: KL estimators, the clipped surrogate, and the token
+coefficients that implement ``loss_agg_mode`` × segment ``weighting``.
+
+Shapes: ``B`` segments in a (micro-)batch, ``C`` completion columns (right-padded), ``S``
+segments in the whole optimizer batch. A per-token loss ``l`` ``(B, C)`` becomes the scalar
+``Σ_s c_s Σ_t m_{s,t} l_{s,t}`` with one coefficient ``c_s`` per segment from
+:func:`token_coefficients`. The coefficients are computed over the *whole* batch before the
+micro-batch loop, so the sum over micro-batches is the same loss (and gradient) however the batch
+is split: 1 micro-batch of 8 equals 8 of 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from memgym.errors import ConfigError
+
+KL_ESTIMATORS = ("k1", "k3", "low_var_kl")
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
+                  "seq-mean-token-sum-norm")
+WEIGHTINGS = ("trajectory", "segment", "token")
+
+
+def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                  estimator: str = "k3") -> torch.Tensor:
+    """Per-token estimate of ``KL(π || π_ref)`` from samples of π (Schulman 2020,
+    "Approximating KL Divergence").
+
+    With ``r = log π_ref(y) - log π(y)``: ``k1 = -r`` (unbiased, high variance),
+    ``k3 = exp(r) - r - 1`` (unbiased, non-negative; TRL's GRPO KL), ``low_var_kl`` = k3 with
+    ``r`` clamped to ±20 and the result to [-10, 10] (verl's ``kl_penalty(..., "low_var_kl")``).
+
+    Args:
+        logprobs: ``(B, C)`` float logprobs of the sampled tokens under the policy.
+        ref_logprobs: ``(B, C)`` float logprobs under the reference model.
+        estimator: One of :data:`KL_ESTIMATORS`.
+
+    Returns:
+        ``(B, C)`` per-token KL estimates (differentiable in ``logprobs``).
+
+    Raises:
+        ConfigError: Unknown estimator or shapes differ.
+    """
+    if logprobs.shape != ref_logprobs.shape:
+        raise ConfigError(f"logprobs {tuple(logprobs.shape)} and ref_logprobs "
+                          f"{tuple(ref_logprobs.shape)} differ in shape")
+    r = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -r
+    if estimator == "k3":
+        return torch.exp(r) - r - 1
+    if estimator == "low_var_kl":
+        r = r.clamp(-20, 20)
+        return (torch.exp(r) - r - 1).clamp(-10, 10)
+    raise ConfigError(f"unknown KL estimator {estimator!r}; expected one of {list(KL_ESTIMATORS)}")
+
+
+def clipped_surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
+                      advantages: torch.Tensor, clip_low: float = 0.2,
+                      clip_high: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate per token (Schulman et al. 2017, eq. 7) with DAPO's decoupled
+    clip range (Yu et al. 2025, "clip-higher", eq. 10).
+
+    ``l = -min(ρ A, clip(ρ, 1 - clip_low, 1 + clip_high) A)``, ``ρ = exp(logp - logp_old)``.
+
+    Args:
+        logprobs: ``(B, C)`` float logprobs under the policy being trained.
+        old_logprobs: ``(B, C)`` float logprobs of the policy that sampled (detached).
+        advantages: ``(B, C)`` per-token or ``(B, 1)`` per-segment advantages.
+        clip_low: Lower clip ε (ratio ≥ 1 - clip_low).
+        clip_high: Upper clip ε (ratio ≤ 1 + clip_high); DAPO uses 0.28 with clip_low 0.2.
+
+    Returns:
+        ``(loss, clipped)``: ``(B, C)`` per-token loss and ``(B, C)`` bool where the clipped
+        branch is the active one (its gradient is 0).
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    clipped_ratio = ratio.clamp(1 - clip_low, 1 + clip_high)
+    unclipped, clipped = ratio * advantages, clipped_ratio * advantages
+    return -torch.min(unclipped, clipped), (clipped < unclipped).detach()
+
+
+def token_coefficients(token_counts: torch.Tensor, segment_trajectory: torch.Tensor,
+                       loss_agg_mode: str = "token-mean", weighting: str = "trajectory",
+                       norm_length: int | None = None) -> torch.Tensor:
+    """Per-segment coefficient ``c_s`` of the loss ``Σ_s c_s Σ_t m_{s,t} l_{s,t}``.
+
+    ``loss_agg_mode`` (verl's names) with each segment as one sequence:
+
+    * ``token-mean``: ``Σ l / Σ n`` (DAPO; TRL ``dapo``),
+    * ``seq-mean-token-sum``: ``mean_s Σ_t l``,
+    * ``seq-mean-token-mean``: ``mean_s (Σ_t l / n_s)`` (GRPO; TRL ``grpo``),
+    * ``seq-mean-token-sum-norm``: ``Σ l / (S · L)`` with a constant ``L = norm_length``
+      (Dr. GRPO; TRL ``dr_grpo`` with ``L = max_completion_length``).
+
+    ``weighting`` decides what a "sequence" weighs:
+
+    * ``segment``: every segment as one sequence (a trajectory with more segments weighs more),
+    * ``trajectory``: every trajectory weighs what it would weigh as one unsegmented sequence,
+      however many segments it is cut into (under the seq-mean modes every trajectory weighs
+      the same; its weight is shared by its segments in proportion to their tokens' share of
+      the mode's sum), and the seq-mean is over trajectories,
+    * ``token``: every policy token weighs ``1 / Σ n`` (token-mean, whatever the mode).
+
+    Under ``token-mean`` the three weightings coincide.
+
+    Args:
+        token_counts: ``(S,)`` int number of loss tokens ``n_s`` of each segment.
+        segment_trajectory: ``(S,)`` int trajectory index of each segment.
+        loss_agg_mode: One of :data:`LOSS_AGG_MODES`.
+        weighting: One of :data:`WEIGHTINGS`.
+        norm_length: ``L`` of ``seq-mean-token-sum-norm`` (required there).
+
+    Returns:
+        ``(S,)`` float64 coefficients (0 for a segment without loss tokens under
+        ``seq-mean-token-mean``).
+
+    Raises:
+        ConfigError: Unknown mode or weighting, missing ``norm_length``, shapes differ.
+    """
+    if loss_agg_mode not in LOSS_AGG_MODES:
+        raise ConfigError(f"unknown loss_agg_mode {loss_agg_mode!r}; expected one of "
+                          f"{list(LOSS_AGG_MODES)}")
+    if weighting not in WEIGHTINGS:
+        raise ConfigError(f"unknown weighting {weighting!r}; expected one of {list(WEIGHTINGS)}")
+    if token_counts.ndim != 1 or token_counts.shape != segment_trajectory.shape:
+        raise ConfigError(f"expected token_counts and segment_trajectory of one 1-D shape, got "
+                          f"{tuple(token_counts.shape)} and {tuple(segment_trajectory.shape)}")
+    if loss_agg_mode == "seq-mean-token-sum-norm" and not norm_length:
+        raise ConfigError("loss_agg_mode 'seq-mean-token-sum-norm' needs norm_length > 0")
+    n = token_counts.to(torch.float64)
+    if weighting == "token" or loss_agg_mode == "token-mean":
+        return torch.full_like(n, 1.0 / max(float(n.sum()), 1.0))
+    # per-token base weight of each segment as its own sequence
+    if loss_agg_mode == "seq-mean-token-mean":
+        base = torch.where(n > 0, 1.0 / n.clamp(min=1.0), torch.zeros_like(n))
+    elif loss_agg_mode == "seq-mean-token-sum":
+        base = torch.ones_like(n)
+    else:
+        base = torch.full_like(n, 1.0 / norm_length)
+    if weighting == "segment":
+        return base / max(len(n), 1)
+    # trajectory: rescale each trajectory's segments so that their total weight Σ_s base_s n_s
+    # equals the weight of the unsegmented trajectory (n_τ = Σ n_s tokens), then mean over
+    # trajectories.
+    _, owner = torch.unique(segment_trajectory, return_inverse=True)
+    size = int(owner.max()) + 1 if owner.numel() else 0
+    total = torch.zeros(size, dtype=n.dtype).index_add_(0, owner, base * n)
+    tokens = torch.zeros(size, dtype=n.dtype).index_add_(0, owner, n)
+    if loss_agg_mode == "seq-mean-token-mean":
+        unsegmented = (tokens > 0).to(n.dtype)
+    elif loss_agg_mode == "seq-mean-token-sum":
+        unsegmented = tokens
+    else:
+        unsegmented = tokens / norm_length
+    scale = torch.where(total > 0, unsegmented / total.clamp(min=1e-30), torch.zeros_like(total))
+    return base * scale[owner] / max(size, 1)

@@ -1,0 +1,362 @@
+"""PPO with a critic on segmented trajectories: token-level GAE across segment boundaries.
+
+One :meth:`PPOTrainer.step` takes a batch of rollouts and (as verl's PPO and TRL's former
+``PPOTrainer``) first computes, without gradients, the policy's logprobs (the "old" logprobs of
+the ratio), the reference's logprobs and the critic's values on every segment; then the
+per-token rewards (each step's reward on the last policy token of the step, minus
+``kl_coef`` × the per-token KL to the reference), GAE across the segments of each trajectory
+(:func:`memgym.trainers.gae.segment_gae`) and the whitened advantages of the whole batch; then
+``ppo_epochs`` passes over shuffled mini-batches of segments, one optimizer step for the policy
+and one for the critic per mini-batch, accumulating gradients over micro-batches. Every
+normalizer is computed over the whole mini-batch before its micro-batch loop, so the gradients
+do not depend on how a mini-batch is split into micro-batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field, model_validator
+from transformers import PreTrainedModel
+
+from memgym.errors import ConfigError
+from memgym.trainers.gae import masked_whiten, segment_gae
+from memgym.trainers.grpo import _pack, completion_logprobs
+from memgym.trainers.losses import clipped_surrogate, kl_divergence, token_coefficients
+from memgym.trainers.value import completion_values, value_model_from_policy
+from memgym.trajectory import Segment, Step, Trajectory
+
+
+class PPOConfig(BaseModel):
+    """PPO hyper-parameters (the names and defaults of :class:`GRPOConfig` where they are
+    shared; verl's PPO defaults otherwise).
+
+    Attributes:
+        learning_rate: AdamW learning rate of the policy.
+        value_learning_rate: AdamW learning rate of the critic (Memory-R1: 10× the policy's).
+        gamma: GAE discount γ.
+        lam: GAE λ.
+        whiten_advantages: Normalize the advantages over the batch's policy tokens.
+        clip_low / clip_high: Ratio clip range ``[1 − clip_low, 1 + clip_high]``;
+            ``clip_high > clip_low`` is DAPO's clip-higher (0.2 / 0.28).
+        cliprange_value: Value clipping around the old value (PPO2); 0 disables it.
+        vf_coef: Weight of the value loss.
+        kl_coef: Per-token KL penalty subtracted from the rewards before GAE (Ouyang et al.
+            2022; verl ``use_kl_in_reward``).
+        kl_loss_coef: Weight of a KL term in the loss (GRPO's form; verl ``use_kl_loss``).
+        kl_estimator: ``k1`` | ``k3`` | ``low_var_kl``
+            (:func:`memgym.trainers.losses.kl_divergence`).
+        weighting / loss_agg_mode / norm_length: How per-token losses are reduced
+            (:func:`memgym.trainers.losses.token_coefficients`), for the policy, value and
+            KL terms alike.
+        ppo_epochs: Passes over the batch.
+        micro_batch: Segments per forward/backward pass.
+        grad_accum: Micro-batches per optimizer update (a mini-batch); None: the whole batch
+            in one update per epoch.
+        max_grad_norm: Gradient clipping norm (policy and critic separately).
+        weight_decay: AdamW weight decay.
+        seed: Seed of the mini-batch shuffling (with the step number, so resume is exact).
+    """
+
+    learning_rate: float = Field(1e-6, gt=0)
+    value_learning_rate: float = Field(1e-5, gt=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    whiten_advantages: bool = True
+    clip_low: float = Field(0.2, ge=0, lt=1)
+    clip_high: float = Field(0.2, ge=0)
+    cliprange_value: float = Field(0.2, ge=0)
+    vf_coef: float = Field(0.5, ge=0)
+    kl_coef: float = Field(0.0, ge=0)
+    kl_loss_coef: float = Field(0.0, ge=0)
+    kl_estimator: Literal["k1", "k3", "low_var_kl"] = "k1"
+    weighting: Literal["trajectory", "segment", "token"] = "trajectory"
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
+                           "seq-mean-token-sum-norm"] = "token-mean"
+    norm_length: int | None = Field(None, ge=1)
+    ppo_epochs: int = Field(1, ge=1)
+    micro_batch: int = Field(8, ge=1)
+    grad_accum: int | None = Field(None, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _norm_length_set(self):
+        if self.loss_agg_mode == "seq-mean-token-sum-norm" and self.norm_length is None:
+            raise ValueError("loss_agg_mode 'seq-mean-token-sum-norm' needs norm_length")
+        return self
+
+
+def _pad(rows: list[list[float]], width: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor([list(r) + [0] * (width - len(r)) for r in rows], dtype=dtype)
+
+
+def step_end_columns(segment: Segment, steps: list[Step]) -> list[int]:
+    """Completion column of the last policy token of each step a segment covers.
+
+    Uses the steps' completion lengths when they carry token ids (fresh rollouts), else the
+    runs of 1s of the loss mask (trajectories loaded from a file), one run per step.
+
+    Args:
+        segment: The segment.
+        steps: All steps of its trajectory.
+
+    Returns:
+        ``segment.step_end − segment.step_start`` column indices, increasing.
+
+    Raises:
+        ConfigError: The loss mask does not hold one run of policy tokens per step.
+    """
+    covered = steps[segment.step_start:segment.step_end]
+    mask = segment.loss_mask
+    if covered and all(s.completion_ids for s in covered):
+        ends, pos = [], 0
+        for step in covered:
+            while pos < len(mask) and mask[pos] == 0:
+                pos += 1
+            pos += len(step.completion_ids)
+            ends.append(pos - 1)
+        if pos <= len(mask):
+            return ends
+    ends = [i for i, m in enumerate(mask) if m and (i + 1 == len(mask) or not mask[i + 1])]
+    if len(ends) != len(covered):
+        raise ConfigError(f"segment {segment.index} covers {len(covered)} steps but its loss mask "
+                          f"has {len(ends)} runs of policy tokens")
+    return ends
+
+
+@dataclass
+class PPOBatch:
+    """The token segments of a batch of trajectories, with their per-token outcome rewards.
+
+    Attributes:
+        segments: S segments, each trajectory's in order.
+        rewards: ``(S, C)`` float32, each step's reward on its last policy token (C = longest
+            completion); steps no token segment covers (a fork's replayed prefix) give none.
+        mask: ``(S, C)`` float32 loss mask (1 = policy token; 0 = env token or padding).
+        segment_trajectory: ``(S,)`` int64 index of each segment's trajectory.
+    """
+
+    segments: list[Segment]
+    rewards: torch.Tensor
+    mask: torch.Tensor
+    segment_trajectory: torch.Tensor
+
+    @classmethod
+    def from_trajectories(cls, trajectories: list[Trajectory]) -> PPOBatch:
+        """Collect the token segments and place the step rewards.
+
+        Raises:
+            ConfigError: No trajectory has token segments, or a loss mask does not match its
+                steps (see :func:`step_end_columns`).
+        """
+        segments, owner, placed = [], [], []
+        for k, traj in enumerate(trajectories):
+            for seg in traj.segments:
+                row = [0.0] * len(seg.completion_ids)
+                for step, col in zip(traj.steps[seg.step_start:seg.step_end],
+                                     step_end_columns(seg, traj.steps), strict=True):
+                    row[col] += step.reward
+                segments.append(seg)
+                owner.append(k)
+                placed.append(row)
+        if not segments:
+            raise ConfigError("expected trajectories with token segments (an LLM policy's "
+                              "rollouts), got none")
+        width = max(len(s.completion_ids) for s in segments)
+        return cls(segments, _pad(placed, width, torch.float32),
+                   _pad([s.loss_mask for s in segments], width, torch.float32),
+                   torch.tensor(owner, dtype=torch.long))
+
+
+class PPOTrainer:
+    """PPO with a separate critic on segmented trajectories (Schulman et al. 2017; Ouyang et
+    al. 2022; verl).
+
+    Per policy token, with ``ρ = exp(log π − log π_old)`` and the (whitened) GAE advantage
+    ``A``: ``pg = −min(ρA, clip(ρ, 1 − clip_low, 1 + clip_high)A)``
+    (:func:`memgym.trainers.losses.clipped_surrogate`); value loss
+    ``vf = ½·max((V − R)², (V_old + clip(V − V_old, ±cliprange_value) − R)²)`` (PPO2);
+    ``l = pg + kl_loss_coef·KL + vf_coef·vf``, reduced with the coefficients of
+    :func:`memgym.trainers.losses.token_coefficients` computed over each update's segments
+    before its micro-batch loop.
+
+    Args:
+        model: The policy (a causal LM; peft-wrapped works when ``value_model`` is given);
+            trained in place.
+        pad_token_id: Padding id of the tokenizer.
+        config: :class:`PPOConfig`.
+        ref_model: Frozen reference for the KL terms (needed when ``kl_coef`` or
+            ``kl_loss_coef`` > 0).
+        value_model: The critic (logits ``(B, L, 1)``); default
+            :func:`memgym.trainers.value.value_model_from_policy` of ``model``.
+
+    Raises:
+        ConfigError: A KL coefficient is set without a reference model.
+    """
+
+    def __init__(self, model: PreTrainedModel, pad_token_id: int, config: PPOConfig,
+                 ref_model: PreTrainedModel | None = None,
+                 value_model: PreTrainedModel | None = None) -> None:
+        if (config.kl_coef > 0 or config.kl_loss_coef > 0) and ref_model is None:
+            raise ConfigError("kl_coef or kl_loss_coef > 0 needs a reference model (ref_model)")
+        self.model, self.pad_token_id, self.config, self.ref_model = (
+            model, pad_token_id, config, ref_model)
+        self.value_model = value_model if value_model is not None else value_model_from_policy(
+            model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.value_params = [p for p in self.value_model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate,
+                                           weight_decay=config.weight_decay)
+        self.value_optimizer = torch.optim.AdamW(self.value_params, lr=config.value_learning_rate,
+                                                 weight_decay=config.weight_decay)
+        self.global_step = 0
+
+    @torch.no_grad()
+    def _rollout_stats(self, segments: list[Segment], width: int) -> dict[str, torch.Tensor]:
+        """Old logprobs, old values and (when a KL term is on) reference logprobs, each
+        ``(S, width)``, computed before any update."""
+        use_ref = self.config.kl_coef > 0 or self.config.kl_loss_coef > 0
+        out: dict[str, list[torch.Tensor]] = {"old_logp": [], "old_values": [], "ref_logp": []}
+        for start in range(0, len(segments), self.config.micro_batch):
+            packed = _pack(segments[start:start + self.config.micro_batch], self.pad_token_id)
+            pad = (0, width - packed["completion_len"])
+            out["old_logp"].append(F.pad(completion_logprobs(self.model, packed)[0], pad))
+            out["old_values"].append(F.pad(completion_values(self.value_model, packed), pad))
+            if use_ref:
+                out["ref_logp"].append(F.pad(completion_logprobs(self.ref_model, packed)[0], pad))
+        return {k: torch.cat(v) for k, v in out.items() if v}
+
+    def step(self, trajectories: list[Trajectory]) -> dict[str, float]:
+        """Run PPO on one batch of rollouts.
+
+        Args:
+            trajectories: Rollouts of the current policy; those without token segments
+                (scripted) are skipped.
+
+        Returns:
+            Metrics: ``loss``, ``pg_loss``, ``vf_loss``, ``kl``, ``clip_frac``,
+            ``vf_clip_frac``, ``entropy`` (per update, the loss terms as reduced, the rest as
+            token means; averaged over updates), ``grad_norm``,
+            ``value_grad_norm`` (before clipping, mean over updates), ``adv_mean``,
+            ``adv_std`` (GAE advantages before whitening), ``value_mean``, ``return_mean``,
+            ``rollout_kl`` (token means over the batch's policy tokens), ``tokens``,
+            ``segments``, ``updates``.
+
+        Raises:
+            ConfigError: See :meth:`PPOBatch.from_trajectories`.
+        """
+        cfg = self.config
+        batch = PPOBatch.from_trajectories(trajectories)
+        mask = batch.mask
+        self.model.train()
+        self.value_model.train()
+        stats = self._rollout_stats(batch.segments, mask.shape[1])
+        rewards = batch.rewards.to(stats["old_values"].dtype)
+        kl = torch.zeros_like(rewards)
+        if "ref_logp" in stats:
+            kl = kl_divergence(stats["old_logp"], stats["ref_logp"], cfg.kl_estimator) * mask
+            rewards = rewards - cfg.kl_coef * kl
+        advantages, returns = segment_gae(rewards, stats["old_values"], mask,
+                                          batch.segment_trajectory, cfg.gamma, cfg.lam)
+        n_tokens = mask.sum()
+
+        def token_mean(x: torch.Tensor) -> float:
+            return float((x * mask).sum() / n_tokens)
+
+        adv_mean = token_mean(advantages)
+        adv_std = token_mean((advantages - adv_mean) ** 2) ** 0.5
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        data = {"mask": mask, "advantages": advantages, "returns": returns, **stats}
+        counts = mask.sum(-1).long()
+
+        size = len(batch.segments)
+        per_update = size if cfg.grad_accum is None else cfg.micro_batch * cfg.grad_accum
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.global_step)
+        totals: dict[str, float] = {}
+        updates = 0
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(size, generator=generator).tolist()
+            for start in range(0, size, per_update):
+                rows = order[start:start + per_update]
+                coef = token_coefficients(counts[rows], batch.segment_trajectory[rows],
+                                          cfg.loss_agg_mode, cfg.weighting, cfg.norm_length)
+                for name, value in self._update(batch.segments, data, rows, coef).items():
+                    totals[name] = totals.get(name, 0.0) + value
+                updates += 1
+        self.global_step += 1
+        return {**{k: v / updates for k, v in totals.items()},
+                "adv_mean": adv_mean, "adv_std": adv_std,
+                "value_mean": token_mean(stats["old_values"]), "return_mean": token_mean(returns),
+                "rollout_kl": token_mean(kl), "tokens": float(n_tokens),
+                "segments": float(size), "updates": float(updates)}
+
+    def _update(self, segments: list[Segment], data: dict[str, torch.Tensor], rows: list[int],
+                coef: torch.Tensor) -> dict[str, float]:
+        """One optimizer step of the policy and of the critic on the segments ``rows``, whose
+        loss coefficients are ``coef`` ``(len(rows),)``."""
+        cfg = self.config
+        tokens = data["mask"][rows].sum().clamp(min=1)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.value_optimizer.zero_grad(set_to_none=True)
+        sums = dict.fromkeys(("loss", "pg_loss", "vf_loss", "kl", "clip_frac", "vf_clip_frac",
+                              "entropy"), 0.0)
+        for start in range(0, len(rows), cfg.micro_batch):
+            idx = rows[start:start + cfg.micro_batch]
+            packed = _pack([segments[i] for i in idx], self.pad_token_id)
+            d = {k: v[idx, :packed["completion_len"]] for k, v in data.items()}
+            weights = d["mask"] * coef[start:start + cfg.micro_batch].unsqueeze(-1)
+            logp, entropy = completion_logprobs(self.model, packed, entropy=True)
+            pg, clipped = clipped_surrogate(logp, d["old_logp"], d["advantages"], cfg.clip_low,
+                                            cfg.clip_high)
+            kl = (kl_divergence(logp, d["ref_logp"], cfg.kl_estimator) if "ref_logp" in d
+                  else torch.zeros_like(logp))
+            values = completion_values(self.value_model, packed)
+            old = d["old_values"]
+            vf_unclipped = (values - d["returns"]) ** 2
+            vf_clipped = (old + (values - old).clamp(-cfg.cliprange_value, cfg.cliprange_value)
+                          - d["returns"]) ** 2
+            vf = 0.5 * (torch.maximum(vf_unclipped, vf_clipped) if cfg.cliprange_value > 0
+                        else vf_unclipped)
+            terms = {"pg_loss": (pg * weights).sum(), "vf_loss": (vf * weights).sum(),
+                     "kl": (kl * weights).sum()}
+            loss = terms["pg_loss"] + cfg.kl_loss_coef * terms["kl"] + cfg.vf_coef * terms[
+                "vf_loss"]
+            loss.backward()
+            sums["loss"] += float(loss)
+            for name, value in terms.items():
+                sums[name] += float(value)
+            for name, value in (("entropy", entropy), ("clip_frac", clipped),
+                                ("vf_clip_frac", vf_clipped > vf_unclipped)):
+                sums[name] += float((value * d["mask"]).sum() / tokens)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        value_grad_norm = torch.nn.utils.clip_grad_norm_(self.value_params, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.value_optimizer.step()
+        return {**sums, "grad_norm": float(grad_norm), "value_grad_norm": float(value_grad_norm)}
+
+    def state_dict(self) -> dict:
+        """Everything :meth:`load_state_dict` needs to resume exactly except the policy's
+        weights (saved with the model): the step, both optimizers, the critic's weights."""
+        return {"global_step": self.global_step, "optimizer": self.optimizer.state_dict(),
+                "value_optimizer": self.value_optimizer.state_dict(),
+                "value_model": self.value_model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            ConfigError: ``state`` lacks a key.
+        """
+        missing = {"global_step", "optimizer", "value_optimizer", "value_model"} - set(state)
+        if missing:
+            raise ConfigError(f"PPO trainer state lacks {sorted(missing)}")
+        self.value_model.load_state_dict(state["value_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.value_optimizer.load_state_dict(state["value_optimizer"])
+        self.global_step = int(state["global_step"])

@@ -1,0 +1,108 @@
+"""SFT warm start: fine-tune a policy on saved trajectories (e.g. the oracle's) with TRL's
+``SFTTrainer``, the loss only on the policy's completion tokens.
+
+Each parsed step becomes one prompt-completion example in TRL's conversational format,
+``{"prompt": [user: observation], "completion": [assistant: action]}`` (the records of
+:func:`memgym.export.sft_records`, split at the assistant turn). TRL templates the prompt with the
+assistant header exactly as the rollout engines do, and for prompt-completion data it sets
+``completion_only_loss=True``: prompt tokens get label -100, so only the action (and its
+end-of-turn token) is learned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets import Dataset
+from pydantic import BaseModel, Field
+from transformers import PreTrainedModel, PreTrainedTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from memgym.errors import ConfigError
+from memgym.export import select, sft_records
+from memgym.trajectory import Trajectory
+
+
+class SFTSettings(BaseModel):
+    """Hyper-parameters of :func:`train_sft` (mapped onto TRL's ``SFTConfig``).
+
+    Attributes:
+        epochs: Passes over the examples.
+        learning_rate: AdamW learning rate (constant schedule).
+        batch_size: Examples per forward/backward pass.
+        grad_accum: Passes accumulated per optimizer step.
+        max_length: Longest tokenized example (prompt + completion); longer ones are truncated
+            from the right.
+        seed: Seed of the data order and of TRL's trainer.
+    """
+
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(2048, ge=8)
+    seed: int = 0
+
+
+def sft_dataset(trajectories: Sequence[Trajectory], min_return: float | None = None,
+                env_id: str | None = None, policy: str | None = None) -> Dataset:
+    """Prompt-completion examples of the selected trajectories' parsed steps.
+
+    Args:
+        trajectories: Saved trajectories (e.g. ``trajectories_from_frame(load_trajectories(p))``).
+        min_return: Keep trajectories with ``episode_return >= min_return`` (None: all).
+        env_id: Keep this env's trajectories (None: all).
+        policy: Keep this policy's trajectories (None: all).
+
+    Returns:
+        A ``datasets.Dataset`` with columns ``prompt`` and ``completion`` (lists of messages).
+
+    Raises:
+        ConfigError: No step is left to learn from.
+    """
+    rows = [{"prompt": r["messages"][:1], "completion": r["messages"][1:]}
+            for r in sft_records(select(trajectories, env_id, policy), min_return)]
+    if not rows:
+        raise ConfigError(f"no parsed step in {len(trajectories)} trajectories matches env_id="
+                          f"{env_id!r}, policy={policy!r}, min_return={min_return!r}")
+    return Dataset.from_list(rows)
+
+
+def make_sft_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dataset: Dataset,
+                     out_dir: str | Path, settings: SFTSettings | None = None) -> SFTTrainer:
+    """A TRL ``SFTTrainer`` on CPU, offline, with the loss on completion tokens only.
+
+    Args:
+        model: The policy (plain or peft); trained in place.
+        tokenizer: Its tokenizer (must have a chat template and a pad token).
+        dataset: From :func:`sft_dataset`.
+        out_dir: TRL's ``output_dir`` (the trainer saves no intermediate checkpoints).
+        settings: Hyper-parameters; defaults of :class:`SFTSettings`.
+    """
+    settings = settings or SFTSettings()
+    args = SFTConfig(
+        output_dir=str(out_dir), num_train_epochs=settings.epochs,
+        learning_rate=settings.learning_rate, lr_scheduler_type="constant",
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum, max_length=settings.max_length,
+        completion_only_loss=True, seed=settings.seed, data_seed=settings.seed,
+        use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1,
+        dataset_num_proc=None, disable_tqdm=True)
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dataset: Dataset,
+              out_dir: str | Path, settings: SFTSettings | None = None) -> list[dict]:
+    """Fine-tune ``model`` on ``dataset`` and save it (``save_pretrained``: the full model, or the
+    adapter of a peft model) and the tokenizer to ``out_dir``; ``memgym train`` accepts the
+    directory as ``model:`` and ``memgym eval`` as a policy.
+
+    Returns:
+        TRL's log history (per step: ``loss``, ``learning_rate``, ...; last: train summary).
+    """
+    trainer = make_sft_trainer(model, tokenizer, dataset, out_dir, settings)
+    trainer.train()
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return trainer.state.log_history
