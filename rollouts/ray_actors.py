@@ -1,0 +1,93 @@
+"""The two Ray actor classes of :class:`memgym.rollouts.ray_runner.RayRolloutRunner`.
+
+They are plain classes (wrapped with ``ray.remote`` by the runner) so that they can be unit
+tested and benchmarked in-process too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import gymnasium as gym
+import ray
+
+import memgym  # noqa: F401  (registers the envs in the actor's process)
+from memgym.engine import Completion
+from memgym.errors import PolicyError
+from memgym.rollouts.policy import Policy
+
+StepResult = tuple[str, float, bool, bool, dict]  # obs, reward, terminated, truncated, info
+
+
+class EnvWorker:
+    """Holds ``num_envs`` envs of one id and steps a batch of them per call.
+
+    Args:
+        env_id: Registered env id.
+        env_kwargs: ``gymnasium.make`` keyword arguments.
+        num_envs: Envs (slots) held.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict, num_envs: int) -> None:
+        self.envs = [gym.make(env_id, **env_kwargs) for _ in range(num_envs)]
+
+    def run(self, steps: Sequence[tuple[int, str]], resets: Sequence[tuple[int, int]]
+            ) -> tuple[list[StepResult], list[tuple[str, dict]], float, str]:
+        """Step some slots, then reset others (one remote call for the whole batch).
+
+        Args:
+            steps: ``(slot, action text)`` pairs.
+            resets: ``(slot, seed)`` pairs (slots disjoint from ``steps``).
+
+        Returns:
+            ``(step results, (obs, info) per reset, seconds spent in env calls, node id)``; the
+            node id (Ray's hex id, or "" outside Ray) says where the work ran.
+        """
+        tick = time.perf_counter()
+        stepped = [self.envs[slot].step(action) for slot, action in steps]
+        reset = [self.envs[slot].reset(seed=int(seed)) for slot, seed in resets]
+        seconds = time.perf_counter() - tick
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        return stepped, reset, seconds, node
+
+    def close(self) -> None:
+        """Close every env."""
+        for env in self.envs:
+            env.close()
+
+
+class PolicyActor:
+    """Runs one policy (an LLM engine or a scripted baseline) built inside the actor.
+
+    Args:
+        factory: No-argument callable returning the :class:`memgym.rollouts.Policy` (pickled
+            to the actor, so a model loads where the actor runs, e.g. on its GPU).
+    """
+
+    def __init__(self, factory: Callable[[], Policy]) -> None:
+        self.policy = factory()
+
+    def name(self) -> str:
+        """The policy's name (recorded in trajectories)."""
+        return self.policy.name
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]
+            ) -> tuple[list[Completion], float]:
+        """``policy.act`` and the seconds it took."""
+        tick = time.perf_counter()
+        completions = self.policy.act(observations, infos)
+        return completions, time.perf_counter() - tick
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Copy trainer weights into the policy's model (``policy.engine.model``), e.g. after
+        an optimizer step; the dict's tensors arrive through the object store.
+
+        Raises:
+            PolicyError: The policy has no ``engine.model`` (e.g. a scripted baseline).
+        """
+        model = getattr(getattr(self.policy, "engine", None), "model", None)
+        if model is None:
+            raise PolicyError(f"policy {self.policy.name!r} has no engine.model to load "
+                              f"weights into")
+        model.load_state_dict(state_dict)
