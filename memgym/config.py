@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from memgym.errors import ConfigError
+from memgym.rollouts.ray_config import RolloutConfig
 from memgym.trainers.grpo import GRPOConfig
 
 
@@ -44,6 +45,9 @@ class TrainConfig(BaseModel):
         num_envs: Envs stepped together (generation batch).
         eval_episodes: Episodes per policy in each evaluation.
         seed: Master seed.
+        rollout: Where rollouts run: ``rollout.ray_address`` None (default) keeps the local
+            runner; ``local`` / ``auto`` / ``ray://…`` uses the Ray runner (see
+            :class:`memgym.rollouts.ray_config.RolloutConfig`).
     """
 
     run_dir: str = "runs/quickstart"
@@ -60,6 +64,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     sampling: SamplingConfig = SamplingConfig()
     grpo: GRPOConfig = GRPOConfig()
+    rollout: RolloutConfig = RolloutConfig()
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:

@@ -13,9 +13,9 @@ import gymnasium as gym
 import ray
 
 import memgym  # noqa: F401  (registers the envs in the actor's process)
-from memgym.engine import Completion
+from memgym.engine import Completion, SamplingParams
 from memgym.errors import PolicyError
-from memgym.rollouts.policy import Policy
+from memgym.rollouts.policy import LLMPolicy, Policy
 
 StepResult = tuple[str, float, bool, bool, dict]  # obs, reward, terminated, truncated, info
 
@@ -91,3 +91,23 @@ class PolicyActor:
             raise PolicyError(f"policy {self.policy.name!r} has no engine.model to load "
                               f"weights into")
         model.load_state_dict(state_dict)
+
+
+def hf_policy(model: str, params: SamplingParams, name: str | None = None,
+              batch_size: int = 16) -> LLMPolicy:
+    """An :class:`~memgym.rollouts.LLMPolicy` over ``HFEngine.from_pretrained(model)``; pass
+    ``functools.partial(hf_policy, ...)`` as a runner's policy factory so the model loads in
+    the engine actor.
+
+    Args:
+        model: ``"smollm2"`` or a local model directory.
+        params: Sampling parameters.
+        name: Name recorded in trajectories (default: ``model``).
+        batch_size: Most prompts per ``generate`` call.
+
+    Raises:
+        EngineError: ``model`` is not a model directory.
+    """
+    from memgym.rollouts.hf import HFEngine  # torch + transformers: only where a model runs
+
+    return LLMPolicy(HFEngine.from_pretrained(model, batch_size), params, name=name or model)

@@ -128,6 +128,13 @@ class RayRolloutRunner:
                  config: RolloutConfig | None = None) -> None:
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs)
         self.config = config = config or RolloutConfig()
+        bundle = {key: value for key, value in (("CPU", config.engine_cpus),
+                                                ("GPU", config.engine_gpus)) if value > 0}
+        use_group = config.engine_gpus > 0 if config.placement_group is None else (
+            config.placement_group)
+        if use_group and not bundle:
+            raise ConfigError("a placement group needs engine_cpus or engine_gpus > 0, got "
+                              "an empty bundle")
         init_ray(config)
         self.workers = [ray.remote(EnvWorker).options(
             num_cpus=config.env_worker_cpus, max_restarts=config.max_restarts,
@@ -135,11 +142,7 @@ class RayRolloutRunner:
             for _ in range(config.env_workers)]
         self.placement_group = None
         strategies: list = ["DEFAULT"] * config.engines
-        bundle = {key: value for key, value in (("CPU", config.engine_cpus),
-                                                ("GPU", config.engine_gpus)) if value > 0}
-        if config.placement_group or (config.placement_group is None and config.engine_gpus > 0):
-            if not bundle:
-                raise ConfigError("a placement group needs engine_cpus or engine_gpus > 0")
+        if use_group:
             self.placement_group = placement_group([bundle] * config.engines, strategy="PACK")
             ray.get(self.placement_group.ready())
             strategies = [PlacementGroupSchedulingStrategy(self.placement_group, i)
