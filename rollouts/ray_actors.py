@@ -7,6 +7,7 @@ tested and benchmarked in-process too.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 import gymnasium as gym
@@ -31,25 +32,33 @@ class EnvWorker:
 
     def __init__(self, env_id: str, env_kwargs: dict, num_envs: int) -> None:
         self.envs = [gym.make(env_id, **env_kwargs) for _ in range(num_envs)]
+        self.instance = uuid.uuid4().hex  # a restarted actor is a new instance, fresh envs
 
-    def run(self, steps: Sequence[tuple[int, str]], resets: Sequence[tuple[int, int]]
-            ) -> tuple[list[StepResult], list[tuple[str, dict]], float, str]:
+    def run(self, steps: Sequence[tuple[int, str]], resets: Sequence[tuple[int, int]],
+            instance: str | None = None
+            ) -> tuple[list[StepResult], list[tuple[str, dict]], float, str, str] | None:
         """Step some slots, then reset others (one remote call for the whole batch).
 
         Args:
             steps: ``(slot, action text)`` pairs.
             resets: ``(slot, seed)`` pairs (slots disjoint from ``steps``).
+            instance: The instance the caller's episodes live in (from an earlier result);
+                None accepts any.
 
         Returns:
-            ``(step results, (obs, info) per reset, seconds spent in env calls, node id)``; the
-            node id (Ray's hex id, or "" outside Ray) says where the work ran.
+            ``(step results, (obs, info) per reset, seconds spent in env calls, node id,
+            instance)``; the node id (Ray's hex id, or "" outside Ray) says where the work ran.
+            None, doing nothing, when ``instance`` is not this one: the actor was restarted
+            and the caller's episodes are gone.
         """
+        if instance is not None and instance != self.instance:
+            return None
         tick = time.perf_counter()
         stepped = [self.envs[slot].step(action) for slot, action in steps]
         reset = [self.envs[slot].reset(seed=int(seed)) for slot, seed in resets]
         seconds = time.perf_counter() - tick
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-        return stepped, reset, seconds, node
+        return stepped, reset, seconds, node, self.instance
 
     def close(self) -> None:
         """Close every env."""

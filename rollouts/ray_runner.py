@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm.auto import tqdm
@@ -76,7 +76,8 @@ class RolloutStats:
         wall_seconds: Wall time of the run.
         env_seconds: Time inside ``env.step`` / ``env.reset``, summed over workers.
         policy_seconds: Time inside ``policy.act``, summed over engines.
-        worker_failures: Env-worker calls that failed (actor died) and were recovered.
+        worker_failures: Env-worker calls that failed (actor died or was restarting) and
+            were recovered by re-running that worker's episodes.
         reruns: Episodes re-run from their seeds after a worker failure.
         episodes_per_node: Ray node id (hex) → episodes finished by a worker there.
     """
@@ -225,7 +226,8 @@ class _Rollout:
         self.inflight: dict[ray.ObjectRef, tuple[str, int, object]] = {}
         self.busy_workers: set[int] = set()
         self.busy_engines: set[int] = set()
-        self.failures = [0] * len(runner.workers)
+        self.failures = [0] * len(runner.workers)  # deaths seen, against max_restarts
+        self.instances: list[str | None] = [None] * len(runner.workers)
         self.attempts = 0
         self.done: dict[int, Trajectory] = {}
 
@@ -268,7 +270,7 @@ class _Rollout:
         self.outbox[w] = ([], [])
         ref = self.runner.workers[w].run.remote(
             [(slot.index, slot.completion.text) for slot in steps],
-            [(slot.index, seed) for slot, seed in resets])
+            [(slot.index, seed) for slot, seed in resets], self.instances[w])
         self.inflight[ref] = ("env", w, (steps, [slot for slot, _ in resets]))
         self.busy_workers.add(w)
         self.stats.env_calls += 1
@@ -312,10 +314,21 @@ class _Rollout:
         self.busy_workers.discard(w)
         stepped_slots, reset_slots = payload
         try:
-            stepped, reset, seconds, node = ray.get(ref)
-        except RayActorError as exc:
-            self.recover(w, exc)
+            result = ray.get(ref)
+        except ActorUnavailableError:  # restarting, or restarted: Ray counts the restarts
+            self.recover(w)
             return
+        except RayActorError as exc:  # died (for good once Ray's max_restarts are spent)
+            self.failures[w] += 1
+            if self.failures[w] > self.runner.config.max_restarts:
+                raise RolloutError(f"env worker {w} failed more than "
+                                   f"{self.runner.config.max_restarts} times: {exc}") from exc
+            self.recover(w)
+            return
+        if result is None:  # a restarted instance got steps for envs it never had
+            self.recover(w)
+            return
+        stepped, reset, seconds, node, self.instances[w] = result
         self.stats.env_seconds += seconds
         self.stats.env_steps += len(stepped)
         for slot, (obs, reward, terminated, truncated, info) in zip(stepped_slots, stepped,
@@ -336,14 +349,11 @@ class _Rollout:
         slot.obs, slot.info = obs, info
         self.ready.append((slot, slot.attempt))
 
-    def recover(self, w: int, exc: RayActorError) -> None:
-        """Worker ``w`` died: re-run its in-flight episodes from their seeds (Ray restarts the
-        actor; calls sent meanwhile wait for it)."""
-        self.failures[w] += 1
+    def recover(self, w: int) -> None:
+        """Worker ``w``'s call failed: re-run its in-flight episodes from their seeds on
+        whatever instance answers next (Ray restarts the actor; resets need no old state)."""
         self.stats.worker_failures += 1
-        if self.failures[w] > self.runner.config.max_restarts:
-            raise RolloutError(f"env worker {w} failed more than "
-                               f"{self.runner.config.max_restarts} times: {exc}") from exc
+        self.instances[w] = None
         self.outbox[w] = ([], [])
         lost = [slot for slot in self.slots[w] if slot.k is not None]
         for slot in reversed(lost):
