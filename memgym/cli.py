@@ -30,20 +30,34 @@ def _kv(pairs: list[str] | None) -> dict:
     return out
 
 
+def _check_policy(env_id: str, spec: str) -> bool:
+    """Whether ``spec`` names a baseline of ``env_id`` (else an LLM).
+
+    Raises:
+        PolicyError: ``spec`` is neither a baseline, ``smollm2`` nor a directory.
+    """
+    from memgym.envs import baselines
+    from memgym.rollouts.hf import SMOLLM2
+
+    scripted = baselines(env_id)
+    if spec in scripted:
+        return True
+    if spec != SMOLLM2 and not Path(spec).is_dir():
+        raise PolicyError(f"policy must be one of {[*scripted, SMOLLM2]} or a model "
+                          f"directory, got {spec!r}")
+    return False
+
+
 def _policy(env_id: str, spec: str, temperature: float, max_new_tokens: int, seed: int):
     """A baseline of ``env_id`` by name, or an LLM policy: ``smollm2`` or a model directory."""
     from memgym.envs import baselines
 
-    scripted = baselines(env_id)
-    if spec in scripted:
-        return scripted[spec]()
+    if _check_policy(env_id, spec):
+        return baselines(env_id)[spec]()
     from memgym.engine import SamplingParams
     from memgym.rollouts import LLMPolicy
-    from memgym.rollouts.hf import SMOLLM2, HFEngine
+    from memgym.rollouts.hf import HFEngine
 
-    if spec != SMOLLM2 and not Path(spec).is_dir():
-        raise PolicyError(f"policy must be one of {[*scripted, SMOLLM2]} or a model "
-                          f"directory, got {spec!r}")
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     return LLMPolicy(HFEngine.from_pretrained(spec), params, name=spec)
 
@@ -64,15 +78,35 @@ def envs() -> None:
 @app.command()
 def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to write")],
             policy: str = "mem0-like", episodes: int = 8, seed: int = 0, num_envs: int = 8,
-            temperature: float = 0.0, max_new_tokens: int = 48, env_kw: EnvKw = None) -> None:
+            temperature: float = 0.0, max_new_tokens: int = 48, env_kw: EnvKw = None,
+            ray_address: Annotated[str | None, typer.Option(
+                help="Run on Ray: 'local' (a private instance), 'auto' (the running cluster) "
+                     "or ray://host:port; env workers and the policy become actors")] = None,
+            env_workers: Annotated[int, typer.Option(
+                help="With --ray-address: env-worker actors (NUM_ENVS envs in all)")] = 2,
+            ) -> None:
     """Run episodes (seeds SEED..SEED+EPISODES-1) and save their trajectories."""
-    from memgym.rollouts import run_episodes
     from memgym.train import summarize
     from memgym.trajectory import write_trajectories
 
-    agent = _policy(env_id, policy, temperature, max_new_tokens, seed)
-    trajs = run_episodes(env_id, _kv(env_kw), agent, list(range(seed, seed + episodes)),
-                         num_envs=num_envs)
+    seeds = list(range(seed, seed + episodes))
+    if ray_address is None:
+        from memgym.rollouts import run_episodes
+
+        agent = _policy(env_id, policy, temperature, max_new_tokens, seed)
+        trajs = run_episodes(env_id, _kv(env_kw), agent, seeds, num_envs=num_envs)
+    else:
+        from functools import partial
+
+        from memgym.rollouts.ray_config import RolloutConfig
+        from memgym.rollouts.ray_runner import RayRolloutRunner
+
+        _check_policy(env_id, policy)  # fail here, not in an actor's constructor
+        config = RolloutConfig(ray_address=ray_address, env_workers=env_workers,
+                               envs_per_worker=-(-num_envs // env_workers), max_batch=num_envs)
+        factory = partial(_policy, env_id, policy, temperature, max_new_tokens, seed)
+        with RayRolloutRunner(env_id, _kv(env_kw), factory, config) as runner:
+            trajs = runner.run(seeds)
     write_trajectories(trajs, out)
     result = summarize(policy, trajs)
     console.print(f"{result.episodes} episodes, mean return {result.mean:.4f} "

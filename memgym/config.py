@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from memgym.errors import ConfigError
+from memgym.rollouts.ray_config import RolloutConfig
 from memgym.trainers.grpo import GRPOConfig
 from memgym.trainers.ppo import PPOConfig
 
@@ -57,6 +58,9 @@ class TrainConfig(BaseModel):
             optimizer, trainer step, RNG states, metrics and trajectories so far, so the run
             continues exactly as if it had not stopped.
         tensorboard: Also log every metric to ``run_dir/tensorboard`` (TensorBoard).
+        rollout: Where rollouts run: ``rollout.ray_address`` None (default) keeps the local
+            runner; ``local`` / ``auto`` / ``ray://…`` uses the Ray runner (see
+            :class:`memgym.rollouts.ray_config.RolloutConfig`).
     """
 
     run_dir: str = "runs/quickstart"
@@ -79,6 +83,7 @@ class TrainConfig(BaseModel):
     sampling: SamplingConfig = SamplingConfig()
     grpo: GRPOConfig = GRPOConfig()
     ppo: PPOConfig = PPOConfig()
+    rollout: RolloutConfig = RolloutConfig()
 
     @model_validator(mode="after")
     def _ppo_consistent(self):

@@ -38,3 +38,7 @@ class PolicyError(MemgymError, ValueError):
 
 class ReplayError(MemgymError, RuntimeError):
     """A saved trajectory does not replay as recorded where it must (e.g. a fork's prefix)."""
+
+
+class RolloutError(MemgymError, RuntimeError):
+    """A distributed rollout cannot finish (an actor failed more often than allowed)."""

@@ -8,8 +8,33 @@ from collections.abc import Sequence
 import gymnasium as gym
 from tqdm.auto import tqdm
 
+from memgym.engine import Completion
 from memgym.rollouts.policy import Policy
 from memgym.trajectory import Trajectory, build_segments, step_from_info
+
+
+def record_step(traj: Trajectory, observation: str, completion: Completion, obs: str,
+                reward: float, terminated: bool, truncated: bool, info: dict) -> bool:
+    """Append one ``env.step`` to ``traj``; at the episode's end set its final observation and
+    build its segments (when the policy returned token ids). Every runner records steps here.
+
+    Args:
+        traj: The episode being recorded.
+        observation: The observation the policy acted on.
+        completion: The policy's completion (its ``text`` was the action).
+        obs / reward / terminated / truncated / info: What ``env.step`` returned.
+
+    Returns:
+        True when the episode ended with this step.
+    """
+    traj.steps.append(step_from_info(len(traj.steps), observation, completion.text, reward,
+                                     terminated, truncated, info, completion))
+    if not (terminated or truncated):
+        return False
+    traj.final_observation = obs
+    if any(s.completion_ids for s in traj.steps):
+        traj.segments = build_segments(traj.steps)
+    return True
 
 
 def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[int],
@@ -59,14 +84,9 @@ def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[
         for i, completion in zip(active, completions, strict=True):
             state = slots[i]
             obs, reward, terminated, truncated, info = envs[i].step(completion.text)
-            traj: Trajectory = state["traj"]
-            traj.steps.append(step_from_info(len(traj.steps), state["obs"], completion.text,
-                                             reward, terminated, truncated, info, completion))
-            if terminated or truncated:
-                traj.final_observation = obs
-                if any(s.completion_ids for s in traj.steps):
-                    traj.segments = build_segments(traj.steps)
-                done[state["k"]] = traj
+            if record_step(state["traj"], state["obs"], completion, obs, reward, terminated,
+                           truncated, info):
+                done[state["k"]] = state["traj"]
                 bar.update()
                 start(i)
             else:

@@ -24,3 +24,29 @@ def engine(smollm2):
 
     model, tokenizer = smollm2
     return HFEngine(model, tokenizer, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private local Ray instance for one test module (loopback, small object store)."""
+    import tempfile
+
+    import ray
+
+    from memgym.rollouts.ray_config import RolloutConfig
+    from memgym.rollouts.ray_runner import init_ray
+
+    init_ray(RolloutConfig(ray_address="local", object_store_memory=100_000_000,
+                           temp_dir=tempfile.mkdtemp(prefix="memgym-ray-")))
+    yield ray
+    ray.shutdown()
+
+
+def episode_view(traj) -> tuple:
+    """Everything of a trajectory a rerun must reproduce: all but its random id and the
+    logprobs (float noise across processes; compare those with a tolerance)."""
+    import dataclasses
+
+    return (traj.env_id, traj.seed, traj.config, traj.policy, traj.group,
+            traj.final_observation, [dataclasses.replace(s, logprobs=[]) for s in traj.steps],
+            [dataclasses.replace(seg, logprobs=[]) for seg in traj.segments])

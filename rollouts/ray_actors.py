@@ -1,0 +1,122 @@
+"""The two Ray actor classes of :class:`memgym.rollouts.ray_runner.RayRolloutRunner`.
+
+They are plain classes (wrapped with ``ray.remote`` by the runner) so that they can be unit
+tested and benchmarked in-process too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+import gymnasium as gym
+import ray
+
+import memgym  # noqa: F401  (registers the envs in the actor's process)
+from memgym.engine import Completion, SamplingParams
+from memgym.errors import PolicyError
+from memgym.rollouts.policy import LLMPolicy, Policy
+
+StepResult = tuple[str, float, bool, bool, dict]  # obs, reward, terminated, truncated, info
+
+
+class EnvWorker:
+    """Holds ``num_envs`` envs of one id and steps a batch of them per call.
+
+    Args:
+        env_id: Registered env id.
+        env_kwargs: ``gymnasium.make`` keyword arguments.
+        num_envs: Envs (slots) held.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict, num_envs: int) -> None:
+        self.envs = [gym.make(env_id, **env_kwargs) for _ in range(num_envs)]
+        self.instance = uuid.uuid4().hex  # a restarted actor is a new instance, fresh envs
+
+    def run(self, steps: Sequence[tuple[int, str]], resets: Sequence[tuple[int, int]],
+            instance: str | None = None
+            ) -> tuple[list[StepResult], list[tuple[str, dict]], float, str, str] | None:
+        """Step some slots, then reset others (one remote call for the whole batch).
+
+        Args:
+            steps: ``(slot, action text)`` pairs.
+            resets: ``(slot, seed)`` pairs (slots disjoint from ``steps``).
+            instance: The instance the caller's episodes live in (from an earlier result);
+                None accepts any.
+
+        Returns:
+            ``(step results, (obs, info) per reset, seconds spent in env calls, node id,
+            instance)``; the node id (Ray's hex id, or "" outside Ray) says where the work ran.
+            None, doing nothing, when ``instance`` is not this one: the actor was restarted
+            and the caller's episodes are gone.
+        """
+        if instance is not None and instance != self.instance:
+            return None
+        tick = time.perf_counter()
+        stepped = [self.envs[slot].step(action) for slot, action in steps]
+        reset = [self.envs[slot].reset(seed=int(seed)) for slot, seed in resets]
+        seconds = time.perf_counter() - tick
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        return stepped, reset, seconds, node, self.instance
+
+    def close(self) -> None:
+        """Close every env."""
+        for env in self.envs:
+            env.close()
+
+
+class PolicyActor:
+    """Runs one policy (an LLM engine or a scripted baseline) built inside the actor.
+
+    Args:
+        factory: No-argument callable returning the :class:`memgym.rollouts.Policy` (pickled
+            to the actor, so a model loads where the actor runs, e.g. on its GPU).
+    """
+
+    def __init__(self, factory: Callable[[], Policy]) -> None:
+        self.policy = factory()
+
+    def name(self) -> str:
+        """The policy's name (recorded in trajectories)."""
+        return self.policy.name
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]
+            ) -> tuple[list[Completion], float]:
+        """``policy.act`` and the seconds it took."""
+        tick = time.perf_counter()
+        completions = self.policy.act(observations, infos)
+        return completions, time.perf_counter() - tick
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Copy trainer weights into the policy's model (``policy.engine.model``), e.g. after
+        an optimizer step; the dict's tensors arrive through the object store.
+
+        Raises:
+            PolicyError: The policy has no ``engine.model`` (e.g. a scripted baseline).
+        """
+        model = getattr(getattr(self.policy, "engine", None), "model", None)
+        if model is None:
+            raise PolicyError(f"policy {self.policy.name!r} has no engine.model to load "
+                              f"weights into")
+        model.load_state_dict(state_dict)
+
+
+def hf_policy(model: str, params: SamplingParams, name: str | None = None,
+              batch_size: int = 16) -> LLMPolicy:
+    """An :class:`~memgym.rollouts.LLMPolicy` over ``HFEngine.from_pretrained(model)``; pass
+    ``functools.partial(hf_policy, ...)`` as a runner's policy factory so the model loads in
+    the engine actor.
+
+    Args:
+        model: ``"smollm2"`` or a local model directory.
+        params: Sampling parameters.
+        name: Name recorded in trajectories (default: ``model``).
+        batch_size: Most prompts per ``generate`` call.
+
+    Raises:
+        EngineError: ``model`` is not a model directory.
+    """
+    from memgym.rollouts.hf import HFEngine  # torch + transformers: only where a model runs
+
+    return LLMPolicy(HFEngine.from_pretrained(model, batch_size), params, name=name or model)
