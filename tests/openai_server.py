@@ -8,6 +8,7 @@ most requests it ever had in flight at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -88,7 +89,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the client timed out and hung up
             self.wfile.write(data)
-        except BrokenPipeError:  # the client timed out and hung up
-            pass

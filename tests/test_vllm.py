@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("vllm", reason="vLLM lives in .venv-vllm: `make install-vllm`, then "
                     "`.venv-vllm/bin/python -m pytest tests/test_vllm.py` (part of `make test`)")
 
-import torch  # noqa: E402
-from peft import LoraConfig, get_peft_model  # noqa: E402
+import torch
+from peft import LoraConfig, get_peft_model
 
-from memgym.engine import SamplingParams  # noqa: E402
-from memgym.errors import EngineError  # noqa: E402
-from memgym.rollouts.vllm import VLLMEngine  # noqa: E402
+from memgym.engine import SamplingParams
+from memgym.errors import EngineError
+from memgym.rollouts.vllm import VLLMEngine
 
 pytestmark = pytest.mark.slow
 PROMPTS = [[{"role": "user", "content": "Name a fruit."}],
@@ -115,6 +115,6 @@ def test_bad_input_is_a_typed_error(vllm_engine, tmp_path):
         vllm_engine.load_lora(tmp_path)
     with pytest.raises(EngineError, match="non-empty"):
         vllm_engine.completion_logprobs([], [1])
-    with pytest.raises(EngineError, match="config.json"):
+    with pytest.raises(EngineError, match=r"config\.json"):
         VLLMEngine(tmp_path)
 
