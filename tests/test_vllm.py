@@ -6,6 +6,13 @@ after the main suite); in the main venv, which has no vLLM, it is skipped.
 
 import copy
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +24,8 @@ from peft import LoraConfig, get_peft_model
 
 from memgym.engine import SamplingParams
 from memgym.errors import EngineError
+from memgym.rollouts.hf import smollm2_path
+from memgym.rollouts.openai_engine import OpenAIEngine
 from memgym.rollouts.vllm import VLLMEngine
 
 pytestmark = pytest.mark.slow
@@ -118,3 +127,40 @@ def test_bad_input_is_a_typed_error(vllm_engine, tmp_path):
     with pytest.raises(EngineError, match=r"config\.json"):
         VLLMEngine(tmp_path)
 
+
+
+def test_openai_engine_against_vllm_serve(vllm_engine, tmp_path):
+    """A real `vllm serve` on loopback: the OpenAI client gets the in-process engine's tokens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "vllm"), "serve", str(smollm2_path()),
+         "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
+         "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
+         "--logprobs-mode", "processed_logprobs"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "vllm serve did not come up in 600 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(1)
+        client = OpenAIEngine(f"http://127.0.0.1:{port}/v1", "smollm2", vllm_engine.tokenizer)
+        remote, local = client.generate(PROMPTS, GREEDY), vllm_engine.generate(PROMPTS, GREEDY)
+        for r, loc in zip(remote, local, strict=True):
+            assert (r.text, r.prompt_ids, r.completion_ids) == (loc.text, loc.prompt_ids,
+                                                                loc.completion_ids)
+            assert r.logprobs == pytest.approx(loc.logprobs, abs=1e-4)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the engine processes it started
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
