@@ -324,7 +324,8 @@ class GRPOTrainer:
         """Compute the loss over all segments (micro-batched), clip gradients, update.
 
         Returns:
-            Metrics: ``loss`` (summed over updates' mean), ``kl``, ``clip_frac``, ``entropy``,
+            Metrics: ``loss`` (mean over updates; each update's loss is scaled to the whole
+            batch's), ``kl``, ``clip_frac``, ``entropy``,
             ``adv_mean``, ``adv_std`` (token-means over loss tokens), ``grad_norm`` (mean
             over updates, before clipping), ``tokens``, ``segments``, ``updates``.
 
