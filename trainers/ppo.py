@@ -328,7 +328,7 @@ class PPOTrainer:
             loss = terms["pg_loss"] + cfg.kl_loss_coef * terms["kl"] + cfg.vf_coef * terms[
                 "vf_loss"]
             loss.backward()
-            sums["loss"] += float(loss)
+            sums["loss"] += loss.item()
             for name, value in terms.items():
                 sums[name] += float(value)
             for name, value in (("entropy", entropy), ("clip_frac", clipped),
