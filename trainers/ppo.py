@@ -332,7 +332,7 @@ class PPOTrainer:
                 "vf_loss"]
             sums["loss"] += loss.item()
             for name, value in terms.items():
-                sums[name] += float(value)
+                sums[name] += value.item()
             for name, value in (("entropy", entropy), ("clip_frac", clipped),
                                 ("vf_clip_frac", vf_clipped > vf_unclipped)):
                 sums[name] += float((value * d["mask"]).sum() / tokens)
