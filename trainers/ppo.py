@@ -316,6 +316,9 @@ class PPOTrainer:
                                             cfg.clip_high)
             kl = (kl_divergence(logp, d["ref_logp"], cfg.kl_estimator) if "ref_logp" in d
                   else torch.zeros_like(logp))
+            terms = {"pg_loss": (pg * weights).sum(), "kl": (kl * weights).sum()}
+            # Separate models: one backward each, so only one graph is alive at a time.
+            (terms["pg_loss"] + cfg.kl_loss_coef * terms["kl"]).backward()
             values = completion_values(self.value_model, packed)
             old = d["old_values"]
             vf_unclipped = (values - d["returns"]) ** 2
@@ -323,14 +326,13 @@ class PPOTrainer:
                           - d["returns"]) ** 2
             vf = 0.5 * (torch.maximum(vf_unclipped, vf_clipped) if cfg.cliprange_value > 0
                         else vf_unclipped)
-            terms = {"pg_loss": (pg * weights).sum(), "vf_loss": (vf * weights).sum(),
-                     "kl": (kl * weights).sum()}
+            terms["vf_loss"] = (vf * weights).sum()
+            (cfg.vf_coef * terms["vf_loss"]).backward()
             loss = terms["pg_loss"] + cfg.kl_loss_coef * terms["kl"] + cfg.vf_coef * terms[
                 "vf_loss"]
-            loss.backward()
-            sums["loss"] += float(loss)
+            sums["loss"] += loss.item()
             for name, value in terms.items():
-                sums[name] += float(value)
+                sums[name] += value.item()
             for name, value in (("entropy", entropy), ("clip_frac", clipped),
                                 ("vf_clip_frac", vf_clipped > vf_unclipped)):
                 sums[name] += float((value * d["mask"]).sum() / tokens)

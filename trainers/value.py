@@ -13,6 +13,7 @@ import copy
 
 import torch
 from transformers import AutoModelForTokenClassification, PreTrainedModel
+from transformers.initialization import no_init_weights
 
 from memgym.errors import ConfigError
 
@@ -37,7 +38,8 @@ def value_model_from_policy(policy: PreTrainedModel) -> PreTrainedModel:
     config = copy.deepcopy(policy.config)
     config.num_labels, config.classifier_dropout = 1, 0.0
     try:
-        critic = AutoModelForTokenClassification.from_config(config, dtype=policy.dtype)
+        with no_init_weights():  # every weight is copied or zeroed below: skip the random init
+            critic = AutoModelForTokenClassification.from_config(config, dtype=policy.dtype)
     except ValueError as exc:
         raise ConfigError(f"no token-classification model for {type(policy).__name__}: "
                           f"pass a value model explicitly ({exc})") from exc
