@@ -37,11 +37,12 @@ def _check_policy(env_id: str, spec: str) -> bool:
         PolicyError: ``spec`` is neither a baseline, ``smollm2`` nor a directory.
     """
     from memgym.envs import baselines
-    from memgym.rollouts.hf import SMOLLM2
 
     scripted = baselines(env_id)
     if spec in scripted:
         return True
+    from memgym.rollouts.hf import SMOLLM2  # torch + transformers: only for LLM policies
+
     if spec != SMOLLM2 and not Path(spec).is_dir():
         raise PolicyError(f"policy must be one of {[*scripted, SMOLLM2]} or a model "
                           f"directory, got {spec!r}")

@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from memgym import load_trajectories, write_trajectories
@@ -102,6 +103,16 @@ def test_smollm2_greedy_ray_run_equals_local_run(ray_local, engine):
     with RayRolloutRunner(ENV_ID, kwargs, functools.partial(hf_policy, "smollm2", params),
                           config) as runner:
         out = runner.run(seeds, progress=False)
+        # trainer weights reach the engine actor: a zeroed final norm changes what it writes,
+        # and the original weights bring the original actions back
+        weights = engine.model.state_dict()
+        runner.load_state_dict({**weights, "model.norm.weight": torch.zeros_like(
+            weights["model.norm.weight"])})
+        broken = runner.run(seeds[:1], progress=False)[0]
+        runner.load_state_dict(weights)
+        again = runner.run(seeds[:1], progress=False)[0]
+    assert [s.action for s in broken.steps] != [s.action for s in out[0].steps]
+    assert episode_view(again) == episode_view(out[0])
     assert [episode_view(t) for t in out] == [episode_view(t) for t in local]
     assert all(t.segments and t.steps[0].completion_ids for t in out)
     for ray_traj, local_traj in zip(out, local, strict=True):
