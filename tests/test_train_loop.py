@@ -68,10 +68,10 @@ def test_metrics_tensorboard_eval_and_plots(tmp_path):
                  grpo={"beta": 0.05, "micro_batch": 4})
     metrics = pd.read_csv(run_dir / "metrics.csv")
     for column in ("loss", "kl", "clip_frac", "entropy", "grad_norm", "adv_mean", "adv_std",
-                   "op_add",
                    "reward_format", "reward_qa", "val_return_mean", "val_parse_error_rate"):
         assert metrics[column].notna().all(), column
-    assert metrics["kl"].iloc[0] == 0.0 and metrics["kl"].iloc[1] > 0  # moved off the reference
+    assert metrics["op_add"].notna().any()  # NaN where no action parsed (no ops to mix)
+    assert abs(metrics["kl"].iloc[0]) < 1e-6 < metrics["kl"].iloc[1]  # moved off the reference
     assert metrics["val_return_mean"].iloc[-1] == evals["trained"]["mean"]  # same greedy policy
 
     events = EventAccumulator(str(run_dir / "tensorboard"))
