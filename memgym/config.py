@@ -89,6 +89,9 @@ class TrainConfig(BaseModel):
     def _ppo_consistent(self):
         if self.algorithm == "ppo" and self.lora is not None:
             raise ValueError("algorithm 'ppo' builds its critic from a plain policy: remove lora")
+        if self.rollout.ray_address is not None and self.lora is not None:
+            raise ValueError("Ray rollouts send full weights to the engine actors: remove lora "
+                             "or rollout.ray_address")
         return self
 
     def needs_reference(self) -> bool:

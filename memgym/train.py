@@ -21,7 +21,9 @@ import copy
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +210,30 @@ class MetricsLog:
             self.writer.close()
 
 
+def make_rollout(config: TrainConfig, engine: HFEngine, sampling: SamplingParams
+                 ) -> Callable[[list[int], int], list[Trajectory]]:
+    """The training rollout ``(seeds, sampling seed) -> trajectories`` that ``config.rollout``
+    asks for: the local runner on ``engine``, or a :class:`RayRolloutRunner` whose engine actors
+    receive the policy's current weights before every rollout (continuous batching there makes
+    sampling depend on timing, so the sampling seed only applies locally)."""
+    if config.rollout.ray_address is None:
+        def run_local(seeds: list[int], seed: int) -> list[Trajectory]:
+            policy = LLMPolicy(engine, replace(sampling, seed=seed), name="policy")
+            return run_episodes(config.env_id, config.env, policy, seeds,
+                                num_envs=config.num_envs)
+        return run_local
+    from memgym.rollouts.ray_actors import hf_policy
+    from memgym.rollouts.ray_runner import RayRolloutRunner
+
+    runner = RayRolloutRunner(config.env_id, config.env, partial(
+        hf_policy, config.model, sampling, "policy", config.num_envs), config.rollout)
+
+    def run_ray(seeds: list[int], seed: int) -> list[Trajectory]:
+        runner.load_state_dict(engine.model.state_dict())
+        return runner.run(seeds)
+    return run_ray
+
+
 def train(config: TrainConfig, console: Console | None = None) -> dict:
     """Run the whole pipeline described in the module docstring.
 
@@ -281,14 +307,13 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
                          "num_trajectories": len(all_trajectories), "rows": log.rows,
                          "before": [r.__dict__ for r in before]})
 
+    rollout = make_rollout(config, engine, sampling)
     log = MetricsLog(run_dir, rows, config.tensorboard)
     for iteration in range(first, config.iterations):
         tick = time.perf_counter()
         episode_seeds = rng.integers(0, 2**31 - 1, size=config.episodes_per_iteration)
         seeds = [int(s) for s in episode_seeds for _ in range(config.group_size)]
-        sampler = LLMPolicy(engine, replace(sampling, seed=int(rng.integers(2**31 - 1))),
-                            name="policy")
-        trajs = run_episodes(config.env_id, config.env, sampler, seeds, num_envs=config.num_envs)
+        trajs = rollout(seeds, int(rng.integers(2**31 - 1)))
         rollout_seconds = time.perf_counter() - tick
         stats = trainer.step(trajs if config.algorithm == "ppo" else
                              SegmentBatch.from_trajectories(trajs, config.grpo, tokenizer))
