@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from memgym.trainers import GRPOConfig, GRPOTrainer, SegmentBatch, grpo_advantages
-from memgym.trainers.grpo import _pack, completion_logprobs
+from memgym.trainers.grpo import completion_logprobs, pack_segments
 from memgym.trajectory import Segment
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ def setup(smollm2, tmp_path_factory):
     # seq-mean losses 0 whatever the logprobs
     advantages = grpo_advantages(rewards, groups, eps=1e-4).float() + 0.3
     with torch.no_grad():
-        ref_logps, _ = completion_logprobs(ref, _pack(segments, tok.pad_token_id))
+        ref_logps, _ = completion_logprobs(ref, pack_segments(segments, tok.pad_token_id))
     inputs = {"prompt_ids": torch.tensor([s.prompt_ids for s in segments]),
               "prompt_mask": torch.ones(len(segments), 5, dtype=torch.long),
               "completion_ids": torch.tensor(comp), "completion_mask": torch.tensor(comp_mask),

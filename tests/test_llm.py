@@ -13,7 +13,7 @@ from memgym.ops import Add
 from memgym.replay import replay
 from memgym.rollouts import LLMPolicy, run_episodes
 from memgym.trainers import GRPOConfig, GRPOTrainer, SegmentBatch
-from memgym.trainers.grpo import _pack, completion_logprobs
+from memgym.trainers.grpo import completion_logprobs, pack_segments
 
 from .conftest import ENV_ID
 
@@ -32,7 +32,8 @@ def test_greedy_is_deterministic_and_logprobs_match_a_forward_pass(engine):
                          "loss_mask": [1] * len(a[1].completion_ids),
                          "logprobs": list(a[1].logprobs)})
     with torch.no_grad():
-        recomputed = completion_logprobs(engine.model, _pack([seg], engine.tokenizer.pad_token_id))
+        packed = pack_segments([seg], engine.tokenizer.pad_token_id)
+        recomputed = completion_logprobs(engine.model, packed)
     assert torch.allclose(recomputed[0], torch.tensor(a[1].logprobs), atol=1e-3)
 
 

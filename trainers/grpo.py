@@ -225,8 +225,8 @@ class SegmentBatch:
         return batch
 
 
-def _pack(segments: list[Segment], pad_id: int,
-          memory_masks: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
+def pack_segments(segments: list[Segment], pad_id: int,
+                  memory_masks: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
     """Left-pad prompts and right-pad completions so every completion starts at column P."""
     p = max(len(s.prompt_ids) for s in segments)
     c = max(len(s.completion_ids) for s in segments)
@@ -311,7 +311,7 @@ class GRPOTrainer:
         for start in range(rows.start, rows.stop, mb):
             idx = list(range(start, min(start + mb, rows.stop)))
             masks = None if batch.memory_masks is None else [batch.memory_masks[i] for i in idx]
-            yield idx, _pack([batch.segments[i] for i in idx], self.pad_token_id, masks)
+            yield idx, pack_segments([batch.segments[i] for i in idx], self.pad_token_id, masks)
 
     def _token_advantages(self, batch: SegmentBatch, idx: list[int],
                           packed: dict) -> torch.Tensor:

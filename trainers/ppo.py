@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 
 from memgym.errors import ConfigError
 from memgym.trainers.gae import masked_whiten, segment_gae
-from memgym.trainers.grpo import _pack, completion_logprobs
+from memgym.trainers.grpo import completion_logprobs, pack_segments
 from memgym.trainers.losses import clipped_surrogate, kl_divergence, token_coefficients
 from memgym.trainers.value import completion_values, value_model_from_policy
 from memgym.trajectory import Segment, Step, Trajectory
@@ -223,7 +223,8 @@ class PPOTrainer:
         use_ref = self.config.kl_coef > 0 or self.config.kl_loss_coef > 0
         out: dict[str, list[torch.Tensor]] = {"old_logp": [], "old_values": [], "ref_logp": []}
         for start in range(0, len(segments), self.config.micro_batch):
-            packed = _pack(segments[start:start + self.config.micro_batch], self.pad_token_id)
+            packed = pack_segments(segments[start:start + self.config.micro_batch],
+                                   self.pad_token_id)
             pad = (0, width - packed["completion_len"])
             out["old_logp"].append(F.pad(completion_logprobs(self.model, packed)[0], pad))
             out["old_values"].append(F.pad(completion_values(self.value_model, packed), pad))
@@ -308,7 +309,7 @@ class PPOTrainer:
                               "entropy"), 0.0)
         for start in range(0, len(rows), cfg.micro_batch):
             idx = rows[start:start + cfg.micro_batch]
-            packed = _pack([segments[i] for i in idx], self.pad_token_id)
+            packed = pack_segments([segments[i] for i in idx], self.pad_token_id)
             d = {k: v[idx, :packed["completion_len"]] for k, v in data.items()}
             weights = d["mask"] * coef[start:start + cfg.micro_batch].unsqueeze(-1)
             logp, entropy = completion_logprobs(self.model, packed, entropy=True)

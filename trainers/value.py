@@ -60,7 +60,7 @@ def completion_values(critic: PreTrainedModel, packed: dict[str, torch.Tensor]) 
 
     Args:
         critic: A value model whose ``logits`` are ``(B, L, 1)``.
-        packed: A batch from ``memgym.trainers.grpo._pack`` (left-padded prompts,
+        packed: A batch from ``memgym.trainers.grpo.pack_segments`` (left-padded prompts,
             right-padded completions of width ``completion_len``).
 
     Returns:
