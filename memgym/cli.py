@@ -199,11 +199,11 @@ def _trajectories(path: Path, episode: str | None = None) -> list:
     return found
 
 
-def _verify(path: Path, max_report: int) -> bool:
+def _verify(path: Path, max_report: int, workers: int = 1) -> bool:
     from memgym.replay import replay as run_replay
     from memgym.trajectory import load_trajectories
 
-    report = run_replay(load_trajectories(path))
+    report = run_replay(load_trajectories(path), workers=workers)
     console.print(f"replayed {report.trajectories} trajectories, {report.steps} steps in "
                   f"{report.seconds:.2f}s ({report.steps_per_second:.0f} steps/s): "
                   f"{len(report.divergences)} divergences")
@@ -226,12 +226,14 @@ def replay(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
            out: Annotated[Path | None, typer.Option(help="Fork file to write")] = None,
            episode: Annotated[str | None, typer.Option(help="Trajectory id (prefix)")] = None,
            samples: int = 1, num_envs: int = 8, temperature: float = 0.0,
-           max_new_tokens: int = 48, seed: int = 0, max_report: int = 5) -> None:
+           max_new_tokens: int = 48, seed: int = 0, max_report: int = 5,
+           workers: Annotated[int, typer.Option(help="Processes that verify in parallel")] = 1,
+           ) -> None:
     """Re-execute saved actions in fresh envs (exit 1 on any divergence), or fork episodes."""
     from memgym.errors import ConfigError
 
     if fork_at is None:
-        if not _verify(path, max_report):
+        if not _verify(path, max_report, workers):
             raise typer.Exit(1)
         return
     if policy is None or out is None:
@@ -252,7 +254,7 @@ def replay(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     before = sum(t.episode_return for t in parents) / len(parents)
     console.print(f"{len(forks)} forks of {len(parents)} trajectories at step {fork_at}: mean "
                   f"return {mean:.4f} (parents {before:.4f}) → {out}")
-    if verify and not _verify(out, max_report):
+    if verify and not _verify(out, max_report, workers):
         raise typer.Exit(1)
 
 

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 from memgym import load_trajectories, write_trajectories
 from memgym.cli import app, main
 from memgym.envs import baselines
-from memgym.errors import SchemaError
+from memgym.errors import ConfigError, SchemaError
 from memgym.replay import replay
 from memgym.rollouts import run_episodes
 from memgym.trajectory import SCHEMA_VERSION
@@ -67,6 +67,22 @@ def test_changed_reward_and_observation_are_located(saved):
     (d,) = replay(frame).divergences
     assert (d.step, d.field) == (2, "observation")  # the observation step 2 returned
     assert "-New turn: (edited)" in d.diff and "+New turn:" in d.diff
+
+
+def test_parallel_replay_reports_the_same_divergences_in_file_order(saved):
+    frame = load_trajectories(saved)
+    for row, step in ((7, 1), (2, 3)):
+        steps = [dict(s) for s in frame.at[row, "steps"]]
+        steps[step]["action"] = FORGED
+        frame.at[row, "steps"] = steps
+    serial, parallel = replay(frame), replay(frame, workers=2)
+    assert (parallel.trajectories, parallel.steps) == (serial.trajectories, serial.steps)
+    assert (serial.trajectories, serial.steps) == (12, 46)
+    assert parallel.divergences == serial.divergences
+    assert [(d.trajectory_id, d.step) for d in serial.divergences] == [
+        (frame.at[2, "trajectory_id"], 3), (frame.at[7, "trajectory_id"], 1)]
+    with pytest.raises(ConfigError, match="workers must be >= 1, got 0"):
+        replay(frame, workers=0)
 
 
 @pytest.mark.parametrize(("keep", "bad_step", "message"), [
