@@ -25,15 +25,16 @@ ENV_ID = "memgym/LoCoMoMemoryManager-v0"
 VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 
 
-def make_engine(name: str):
-    """The engine under test: ``hf`` (fp32, as trained) or ``vllm`` (bf16, as served)."""
+def make_engine(name: str, vllm_dtype: str = "bfloat16"):
+    """The engine under test: ``hf`` (fp32, as trained) or ``vllm`` (``vllm_dtype``; bf16 is how
+    it is served on GPUs, float32 suits CPUs without native bf16 such as AVX2-only ones)."""
     if name == "hf":
         from memgym.rollouts.hf import HFEngine
 
         return HFEngine.from_pretrained(batch_size=64)
     from memgym.rollouts.vllm import VLLMEngine
 
-    return VLLMEngine(max_model_len=2048)
+    return VLLMEngine(max_model_len=2048, dtype=vllm_dtype)
 
 
 def tokens_per_second(engine, envs: int, num_envs: int, window: int, max_new_tokens: int):
@@ -48,7 +49,7 @@ def tokens_per_second(engine, envs: int, num_envs: int, window: int, max_new_tok
 
 def bench(name: str, args: argparse.Namespace) -> None:
     """Print one engine's batched and one-at-a-time rates and their ratio."""
-    engine = make_engine(name)
+    engine = make_engine(name, args.vllm_dtype)
     tokens_per_second(engine, 1, 1, 1, 4)  # warm-up: first-call allocations
     rates = {}
     for label, num_envs in (("batched", args.envs), ("one-at-a-time", 1)):
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--window", type=int, default=2, help="steps per episode")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--vllm-dtype", default="bfloat16")
     args = parser.parse_args()
     for name in args.engine:
         if name == "vllm" and importlib.util.find_spec("vllm") is None:
@@ -76,7 +78,8 @@ def main() -> None:
                 continue
             subprocess.run([str(VLLM_PYTHON), __file__, "--engine", "vllm", "--envs",
                             str(args.envs), "--window", str(args.window), "--max-new-tokens",
-                            str(args.max_new_tokens)], check=True)
+                            str(args.max_new_tokens), "--vllm-dtype", args.vllm_dtype],
+                           check=True)
         else:
             bench(name, args)
 

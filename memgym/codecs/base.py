@@ -45,14 +45,16 @@ class ParseResult:
         return self.error is None
 
 
+_DECODER = json.JSONDecoder()  # stateless: one instance serves every call
+
+
 def decode_json_span(text: str, start: int = 0, end: int | None = None, *, whole: bool = False,
                      what: str = "invalid JSON") -> tuple[object, int, ParseError | None]:
     """As :func:`decode_json`, also giving the offset just past the value in ``text``
     (``start`` on an error)."""
     chunk = text[start:end]
     try:
-        value, stop = ((json.loads(chunk), len(chunk)) if whole
-                       else json.JSONDecoder().raw_decode(chunk))
+        value, stop = (json.loads(chunk), len(chunk)) if whole else _DECODER.raw_decode(chunk)
     except json.JSONDecodeError as exc:
         return None, start, ParseError(start + exc.pos, f"{what}: {exc.msg}")
     except RecursionError:
