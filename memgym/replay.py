@@ -219,11 +219,12 @@ def replay(frame: pd.DataFrame, workers: int = 1) -> ReplayReport:
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     start = time.perf_counter()
-    # token ids are not replayed: leave them out of what travels to the workers
-    stored = [replace(s, segments=[]) for s in stored_trajectories(frame)]
+    stored = stored_trajectories(frame)
     if workers == 1 or len(stored) < 2:
         results = _replay_chunk(stored)
     else:
+        # token ids are not replayed: leave them out of what travels to the workers
+        stored = [replace(s, segments=[]) for s in stored]
         # forkserver: a fresh server process forks the workers (plain fork would copy a
         # parent's threads' locks, e.g. torch's, in whatever state they are)
         context = multiprocessing.get_context("forkserver")
