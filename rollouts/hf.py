@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedModel,
+    PreTrainedTokenizer,
+)
 
 from memgym.engine import ChatMessages, Completion, SamplingParams
 from memgym.errors import EngineError
@@ -70,6 +76,10 @@ class HFEngine:
     """Batched generation with a transformers causal LM, returning token ids and logprobs.
 
     The model object is shared with the trainer (no weight sync is needed on one machine).
+    Prompts of one batch that start with the same tokens (the chat template and an env's
+    instructions: 99 of ~180 tokens for the LoCoMo memory manager) share one prefill of that
+    prefix, whose KV cache is repeated across the batch; on a CPU, where prefill is compute-bound,
+    this is most of what batching saves beyond decode. Nothing is cached across calls.
 
     Args:
         model: A causal LM (plain or peft-wrapped).
@@ -108,17 +118,29 @@ class HFEngine:
     def _generate(self, ids: list[list[int]], params: SamplingParams) -> list[Completion]:
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
+        # Layout per row: shared prefix, then left padding, then the row's own suffix. Positions
+        # come from the attention mask (its cumsum), so a padded row is encoded as if unpadded.
+        shortest = min(map(len, ids)) - 1  # each row keeps >= 1 token of its own to prefill
+        columns = zip(*ids, strict=False)  # stops at the shortest row
+        shared = 0 if len(ids) == 1 else min(shortest, next(
+            (i for i, column in enumerate(columns) if len(set(column)) > 1), shortest))
         width = max(map(len, ids))
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
-        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        rows = [(x, width - len(x)) for x in ids]  # (ids, pads)
+        input_ids = torch.tensor([x[:shared] + [pad] * n + x[shared:] for x, n in rows])
+        attention = torch.tensor([[1] * shared + [0] * n + [1] * (len(x) - shared)
+                                  for x, n in rows])
         sample = params.temperature > 0
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
+                cache = DynamicCache(config=self.model.config)
+                if shared:
+                    self.model(input_ids[:1, :shared], past_key_values=cache, use_cache=True)
+                    cache.batch_repeat_interleave(len(ids))
                 gen = self.model.generate(
-                    input_ids=input_ids, attention_mask=attention, do_sample=sample,
-                    temperature=params.temperature if sample else None,
+                    input_ids=input_ids, attention_mask=attention, past_key_values=cache,
+                    do_sample=sample, temperature=params.temperature if sample else None,
                     top_p=params.top_p if sample else None, top_k=0 if sample else None,
                     max_new_tokens=params.max_new_tokens, pad_token_id=pad, eos_token_id=eos,
                     output_logits=True, return_dict_in_generate=True)

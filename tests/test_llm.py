@@ -37,6 +37,18 @@ def test_greedy_is_deterministic_and_logprobs_match_a_forward_pass(engine):
     assert torch.allclose(recomputed[0], torch.tensor(a[1].logprobs), atol=1e-3)
 
 
+def test_batch_with_a_shared_prefix_decodes_as_one_prompt_at_a_time(engine):
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    batch = engine.generate(PROMPTS, params)
+    first, second = (c.prompt_ids for c in batch)
+    assert first[:8] == second[:8]  # the chat template: the two share a prefill
+    for prompt, together in zip(PROMPTS, batch, strict=True):
+        (alone,) = engine.generate([prompt], params)
+        assert alone.completion_ids == together.completion_ids
+        assert torch.allclose(torch.tensor(alone.logprobs), torch.tensor(together.logprobs),
+                              atol=1e-3)
+
+
 def test_seeded_sampling_is_reproducible(engine):
     params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=123)
     assert engine.generate(PROMPTS, params) == engine.generate(PROMPTS, params)
