@@ -140,7 +140,11 @@ class MemoryManagerEnv(MemgymEnv):
         if terminated:
             questions = [Question(q.question, q.answers) for q in self.instance.questions]
             answered = self.answerer.answer(questions, self.bank)
-            terms["qa"] = float(np.mean([a.score for a in answered])) if answered else 0.0
+            scores = [a.score for a in answered]
+            # np.mean's arithmetic (a float64 add.reduce, then one division), bit for bit,
+            # without its Python-level dispatch, which cost ~5% of a replayed step
+            terms["qa"] = (float(np.add.reduce(scores, dtype=np.float64)) / len(scores)
+                           if scores else 0.0)
             extra["qa"] = [a.__dict__ for a in answered]
             observation = ""
         else:
