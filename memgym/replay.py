@@ -16,7 +16,7 @@ import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import pandas as pd
@@ -24,6 +24,7 @@ import pandas as pd
 from memgym.errors import ConfigError, ReplayError
 from memgym.trajectory import (
     STANDARD_INFO_KEYS,
+    TOKEN_COLUMNS,
     UNRECORDED_INFO_KEYS,
     StoredTrajectory,
     Trajectory,
@@ -183,11 +184,12 @@ def _replay_stored(stored: StoredTrajectory, env: gym.Env) -> tuple[Divergence |
                                     "(the file holds no such step)"), steps
 
 
-def _replay_chunk(chunk: list[StoredTrajectory]) -> list[tuple[Divergence | None, int]]:
-    """Replay trajectories in order, building each distinct (env id, config) env once."""
+def _replay_rows(frame: pd.DataFrame) -> list[tuple[Divergence | None, int]]:
+    """Replay the trajectories of ``frame`` in file order, building each distinct
+    (env id, config) env once."""
     envs: dict[tuple[str, str], gym.Env] = {}
     out = []
-    for stored in chunk:
+    for stored in stored_trajectories(frame, segments=False):
         key = (stored.meta["env_id"], stored.meta["config"])
         if key not in envs:
             envs[key] = make_env(key[0], json.loads(key[1]))
@@ -219,20 +221,23 @@ def replay(frame: pd.DataFrame, workers: int = 1) -> ReplayReport:
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     start = time.perf_counter()
-    stored = stored_trajectories(frame)
-    if workers == 1 or len(stored) < 2:
-        results = _replay_chunk(stored)
+    # trajectory number (file order) of each row
+    number = pd.factorize(frame["trajectory_id"], sort=False)[0]
+    count = int(number.max()) + 1 if len(number) else 0
+    if workers == 1 or count < 2:
+        results = _replay_rows(frame)
     else:
-        # token ids are not replayed: leave them out of what travels to the workers
-        stored = [replace(s, segments=[]) for s in stored]
+        # each worker groups and replays every workers-th trajectory; token ids stay here
+        steps_only = frame.drop(columns=list(TOKEN_COLUMNS))
+        parts = [steps_only[number % workers == w] for w in range(workers)]
         # forkserver: a fresh server process forks the workers (plain fork would copy a
         # parent's threads' locks, e.g. torch's, in whatever state they are)
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["memgym.replay", "memgym.envs"])
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            parts = list(pool.map(_replay_chunk, [stored[w::workers] for w in range(workers)]))
-        results = [parts[i % workers][i // workers] for i in range(len(stored))]
-    report = ReplayReport(trajectories=len(stored), steps=sum(steps for _, steps in results),
+            done = list(pool.map(_replay_rows, parts))
+        results = [done[i % workers][i // workers] for i in range(count)]
+    report = ReplayReport(trajectories=count, steps=sum(steps for _, steps in results),
                           divergences=[d for d, _ in results if d is not None])
     report.seconds = time.perf_counter() - start
     return report

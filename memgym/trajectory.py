@@ -405,8 +405,8 @@ class StoredTrajectory:
 
 _META = ("trajectory_id", "env_id", "seed", "config", "policy", "group", "num_steps",
          "final_observation", "parent_id", "parent_step")
-_SEGMENT = ("segment_index", "step_start", "step_end", "end_reason", "prompt_ids",
-            "completion_ids", "loss_mask", "logprobs", "steps")
+TOKEN_COLUMNS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs")
+_SEGMENT = ("segment_index", "step_start", "step_end", "end_reason", *TOKEN_COLUMNS, "steps")
 
 
 def _check_steps(indices: list[int], num_steps: int) -> tuple[str, int]:
@@ -423,14 +423,20 @@ def _check_steps(indices: list[int], num_steps: int) -> tuple[str, int]:
     return f"rows hold {len(indices)} of {num_steps} steps: {'; '.join(parts)}", first_bad
 
 
-def stored_trajectories(frame: pd.DataFrame) -> list[StoredTrajectory]:
+def stored_trajectories(frame: pd.DataFrame, segments: bool = True) -> list[StoredTrajectory]:
     """Group a :func:`load_trajectories` frame by trajectory, in file order, without decoding.
+
+    Args:
+        frame: Segment rows.
+        segments: Build the token :class:`Segment` s; with False they are left empty and the
+            frame may lack :data:`TOKEN_COLUMNS` (replay reads steps only).
 
     Returns:
         One :class:`StoredTrajectory` per trajectory id; inconsistent rows are described in
         its ``problem``, not raised.
     """
-    cols = {name: frame[name].tolist() for name in (*_META, *_SEGMENT)}
+    names = (*_META, *_SEGMENT) if segments else (*_META, "segment_index", "steps")
+    cols = {name: frame[name].tolist() for name in names}
     rows_of: dict[str, list[int]] = {}
     for row, traj_id in enumerate(cols["trajectory_id"]):
         rows_of.setdefault(traj_id, []).append(row)
@@ -439,14 +445,14 @@ def stored_trajectories(frame: pd.DataFrame) -> list[StoredTrajectory]:
         rows.sort(key=lambda r: cols["segment_index"][r])
         meta = {name: cols[name][rows[0]] for name in _META}
         steps = [rec for r in rows for rec in cols["steps"][r]]
-        segments = [Segment(
+        token_segments = [Segment(
             int(cols["segment_index"][r]), int(cols["step_start"][r]), int(cols["step_end"][r]),
             np.asarray(cols["prompt_ids"][r]).tolist(),
             np.asarray(cols["completion_ids"][r]).tolist(),
             np.asarray(cols["loss_mask"][r]).tolist(), np.asarray(cols["logprobs"][r]).tolist(),
-            cols["end_reason"][r]) for r in rows]
+            cols["end_reason"][r]) for r in rows] if segments else []
         problem, bad = _check_steps([int(rec["index"]) for rec in steps], int(meta["num_steps"]))
-        out.append(StoredTrajectory(meta, steps, segments, problem, bad))
+        out.append(StoredTrajectory(meta, steps, token_segments, problem, bad))
     return out
 
 
