@@ -13,9 +13,12 @@ pytestmark = pytest.mark.slow
 
 def test_tiny_quickstart_writes_outputs_and_replays(tmp_path):
     run_dir = tmp_path / "qs"
+    # one group of 2 rollouts per iteration, 16 new tokens (not 40; the sampling section is
+    # replaced whole, so it restates the quickstart's temperature)
     args = ["train", "experiments/quickstart.yaml", "--set", f"run_dir={run_dir}",
-            "--set", "iterations=2", "--set", "episodes_per_iteration=2", "--set",
-            "group_size=2", "--set", "eval_episodes=2", "--set", "num_envs=4"]
+            "--set", "iterations=2", "--set", "episodes_per_iteration=1", "--set",
+            "group_size=2", "--set", "eval_episodes=2", "--set", "num_envs=4",
+            "--set", "sampling={max_new_tokens: 16, temperature: 0.8}"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in ("trajectories.parquet", "metrics.csv", "reward_curve.png",

@@ -42,10 +42,11 @@ def _pid(actor) -> int:
     return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
 
 
-def _kill_after(actor, steps: int):
+def _kill_after(actor, steps: int, restarts: bool = True):
     """An ``on_progress`` hook that kills ``actor`` once ``steps`` env steps are done, i.e.
-    mid-rollout, and returns once a restarted process answers (``ray.kill`` is asynchronous).
-    Returns the hook and the list of (pid before, pid after) it fills."""
+    mid-rollout, and, when the actor ``restarts``, returns once a restarted process answers
+    (``ray.kill`` is asynchronous). Returns the hook and the list of (pid before, pid after) it
+    fills (pid after: None when the actor does not restart)."""
     import ray
     from ray.exceptions import RayActorError
 
@@ -56,6 +57,9 @@ def _kill_after(actor, steps: int):
             return
         before = after = _pid(actor)
         ray.kill(actor, no_restart=False)
+        if not restarts:  # nothing will answer: waiting for a new pid would last the deadline
+            killed.append((before, None))
+            return
         deadline = time.monotonic() + 60
         while after == before and time.monotonic() < deadline:
             try:
@@ -89,9 +93,10 @@ def test_killed_engine_actor_is_restarted_and_nothing_is_lost(runner, expected):
 def test_worker_failing_more_than_max_restarts_raises(ray_local):
     config = RolloutConfig(env_workers=1, envs_per_worker=1, max_restarts=0)
     with RayRolloutRunner(ENV_ID, {}, POLICY, config) as runner:
-        hook, _ = _kill_after(runner.workers[0], steps=1)
+        hook, killed = _kill_after(runner.workers[0], steps=1, restarts=False)
         with pytest.raises(RolloutError, match="more than 0 times"):
             runner.run(SEEDS[:3], progress=False, on_progress=hook)
+        assert killed  # the worker died mid-rollout
 
 
 def test_trajectory_file_is_never_seen_partial(tmp_path):

@@ -1,16 +1,23 @@
 """The training loop's features on a tiny real run: exact resume, metrics (CSV + TensorBoard),
 periodic evaluation and plots (real SmolLM2, SyntheticMemoryManager-v0, two-step episodes)."""
 
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import memgym.train
 from memgym.config import TrainConfig, load_config
 from memgym.errors import ConfigError
 from memgym.train import load_policy, train
 from memgym.trainers.checkpoint import load_checkpoint_state, save_checkpoint
+from memgym.trajectory import trajectories_from_frame
+
+from .conftest import episode_view
 
 TINY = {
     "env_id": "memgym/SyntheticMemoryManager-v0",
@@ -24,24 +31,62 @@ TINY = {
     "sampling": {"max_new_tokens": 32, "temperature": 1.0},
 }
 TIMING = {"seconds", "rollout_seconds"}
+ALGORITHMS = {
+    # beta > 0: a frozen KL reference (KL 0 at iteration 0, > 0 after); micro_batch 4: two
+    # micro-batches per update; eval_every 1: validation after every iteration
+    "grpo": {"algorithm": "grpo", "eval_every": 1, "grpo": {"beta": 0.05, "micro_batch": 4}},
+    "ppo": {"algorithm": "ppo", "ppo": {"learning_rate": 1e-5}},
+}
 
 
 def _run(run_dir, **overrides):
     return train(TrainConfig(**{**TINY, "run_dir": str(run_dir), **overrides}))
 
 
+class TwoIterationRun:
+    """An uninterrupted 2-iteration run in ``straight``, whose checkpoint after iteration 1 is
+    moved to ``stopped/checkpoint`` as it is saved (the straight run saves a fresh one next):
+    ``stopped`` is what a run that stopped during iteration 1 leaves behind. Its trajectory file
+    is the straight run's, so it also holds what followed the checkpoint (iteration 1's rollouts
+    and the evaluations), which a resume must drop."""
+
+    def __init__(self, root: Path, algorithm: str) -> None:
+        self.straight, self.stopped = root / "straight", root / "stopped"
+
+        def keep_first(directory, *args, **kwargs):  # the real save, then its files moved
+            save_checkpoint(directory, *args, **kwargs)
+            if not self.stopped.exists():
+                self.stopped.mkdir()
+                Path(directory).rename(self.stopped / "checkpoint")
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(memgym.train, "save_checkpoint", keep_first)
+            self.evals = _run(self.straight, iterations=2, **ALGORITHMS[algorithm])
+        shutil.copy(self.straight / "trajectories.parquet", self.stopped)
+
+
+@pytest.fixture(scope="module")
+def two_iteration_run(tmp_path_factory):
+    """``algorithm -> TwoIterationRun``, trained once per module and algorithm."""
+    runs: dict[str, TwoIterationRun] = {}
+
+    def get(algorithm: str) -> TwoIterationRun:
+        if algorithm not in runs:
+            runs[algorithm] = TwoIterationRun(tmp_path_factory.mktemp(algorithm), algorithm)
+        return runs[algorithm]
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
-def test_resume_reproduces_the_next_iteration_exactly(tmp_path, algorithm):
-    algo = {"algorithm": algorithm, "ppo": {"learning_rate": 1e-5}}
-    _run(tmp_path / "straight", iterations=2, **algo)
-    _run(tmp_path / "resumed", iterations=1, **algo)
-    first = load_checkpoint_state(tmp_path / "resumed" / "checkpoint")
+def test_resume_reproduces_the_next_iteration_exactly(two_iteration_run, algorithm):
+    run = two_iteration_run(algorithm)
+    first = load_checkpoint_state(run.stopped / "checkpoint")
     assert first["iteration"] == 1 and first["trainer"]["global_step"] == 1
-    _run(tmp_path / "resumed", iterations=2, resume=True, **algo)
+    _run(run.stopped, iterations=2, resume=True, checkpoint_every=0, **ALGORITHMS[algorithm])
 
-    straight = pd.read_csv(tmp_path / "straight" / "metrics.csv")
-    resumed = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
+    straight = pd.read_csv(run.straight / "metrics.csv")
+    resumed = pd.read_csv(run.stopped / "metrics.csv")
     assert list(straight["iteration"]) == list(resumed["iteration"]) == [0, 1]
     columns = [c for c in straight.columns if c not in TIMING]
     pd.testing.assert_frame_equal(straight[columns], resumed[columns], check_exact=True)
@@ -50,22 +95,25 @@ def test_resume_reproduces_the_next_iteration_exactly(tmp_path, algorithm):
     assert straight["grad_norm"].iloc[0] > 0 and straight["reward_std"].iloc[0] > 0
 
     # weights after the second step are bit-identical
-    a = load_file(tmp_path / "straight" / "checkpoint" / "model.safetensors")
-    b = load_file(tmp_path / "resumed" / "checkpoint" / "model.safetensors")
+    a = load_file(run.straight / "checkpoint" / "model.safetensors")
+    b = load_file(run.stopped / "checkpoint" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
-    # the resumed run keeps the trajectories of the first part and the baselines' evaluation
-    frame = pd.read_parquet(tmp_path / "resumed" / "trajectories.parquet")
+    # the resumed run keeps the trajectories up to its checkpoint (the baselines' evaluation
+    # included) and adds its own: the straight run's, token for token
+    frame = pd.read_parquet(run.stopped / "trajectories.parquet")
     per_policy = frame.groupby("policy")["trajectory_id"].nunique()
     assert per_policy["policy"] == 8 and per_policy["trained"] == 1
     assert per_policy["oracle"] == 1 and per_policy["policy@1"] == 1
+    straight_frame = pd.read_parquet(run.straight / "trajectories.parquet")
+    assert ([episode_view(t) for t in trajectories_from_frame(frame)] ==
+            [episode_view(t) for t in trajectories_from_frame(straight_frame)])
 
 
 @pytest.mark.slow
-def test_metrics_tensorboard_eval_and_plots(tmp_path):
-    run_dir = tmp_path / "run"
-    evals = _run(run_dir, iterations=2, eval_every=1, checkpoint_every=0,
-                 grpo={"beta": 0.05, "micro_batch": 4})
+def test_metrics_tensorboard_eval_and_plots(two_iteration_run):
+    run = two_iteration_run("grpo")  # beta 0.05, micro_batch 4, eval_every 1
+    run_dir, evals = run.straight, run.evals
     metrics = pd.read_csv(run_dir / "metrics.csv")
     for column in ("loss", "kl", "clip_frac", "entropy", "grad_norm", "adv_mean", "adv_std",
                    "reward_format", "reward_qa", "val_return_mean", "val_parse_error_rate"):

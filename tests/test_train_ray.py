@@ -11,8 +11,10 @@ from tests.test_train_loop import TINY
 
 @pytest.mark.slow
 def test_train_rolls_out_on_ray(tmp_path, ray_local):
+    # 8 new tokens: this test checks where rollouts run, not what they return
     config = TrainConfig(**{**TINY, "run_dir": str(tmp_path), "iterations": 1, "eval_every": 0,
                             "checkpoint_every": 0,
+                            "sampling": {"max_new_tokens": 8, "temperature": 1.0},
                             "rollout": {"ray_address": "local", "env_workers": 2,
                                         "envs_per_worker": 2}})
     train(config)
