@@ -331,8 +331,9 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         console.print(f"iter {iteration}: reward {summary.mean:+.4f} parse errors "
                       f"{summary.parse_error_rate:.0%} loss {stats['loss']:+.4f} "
                       f"({row['seconds']:.1f}s)")
-        if config.checkpoint_every and (iteration + 1) % config.checkpoint_every == 0:
-            save(iteration + 1)
+        done, every = iteration + 1, config.checkpoint_every
+        if every and done % every == 0 and done < config.iterations:  # the last: saved below
+            save(done)
     log.close()
     save(config.iterations)
 
