@@ -72,14 +72,22 @@ def load_model(name_or_path: str = SMOLLM2) -> tuple[PreTrainedModel, PreTrained
     return model, tokenizer
 
 
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix that all ``rows`` share."""
+    for i, column in enumerate(zip(*rows, strict=False)):  # up to the shortest row
+        if len(set(column)) > 1:
+            return i
+    return min(map(len, rows))
+
+
 class HFEngine:
     """Batched generation with a transformers causal LM, returning token ids and logprobs.
 
     The model object is shared with the trainer (no weight sync is needed on one machine).
     Prompts of one batch that start with the same tokens (the chat template and an env's
     instructions: 99 of ~180 tokens for the LoCoMo memory manager) share one prefill of that
-    prefix, whose KV cache is repeated across the batch; on a CPU, where prefill is compute-bound,
-    this is most of what batching saves beyond decode. Nothing is cached across calls.
+    prefix, whose KV cache is repeated across the batch: on a CPU prefill is compute-bound, so
+    batching alone barely speeds it up. Nothing is cached across calls.
 
     Args:
         model: A causal LM (plain or peft-wrapped).
@@ -120,10 +128,8 @@ class HFEngine:
         eos = self.tokenizer.eos_token_id
         # Layout per row: shared prefix, then left padding, then the row's own suffix. Positions
         # come from the attention mask (its cumsum), so a padded row is encoded as if unpadded.
-        shortest = min(map(len, ids)) - 1  # each row keeps >= 1 token of its own to prefill
-        columns = zip(*ids, strict=False)  # stops at the shortest row
-        shared = 0 if len(ids) == 1 else min(shortest, next(
-            (i for i, column in enumerate(columns) if len(set(column)) > 1), shortest))
+        # each row keeps >= 1 token of its own for generate to prefill
+        shared = min(_common_prefix(ids), min(map(len, ids)) - 1) if len(ids) > 1 else 0
         width = max(map(len, ids))
         rows = [(x, width - len(x)) for x in ids]  # (ids, pads)
         input_ids = torch.tensor([x[:shared] + [pad] * n + x[shared:] for x, n in rows])
