@@ -1,0 +1,71 @@
+"""The HF engine's CPU decoding parts: the append-in-place KV cache and prepacked linears."""
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig
+
+from memgym.rollouts import prepack
+from memgym.rollouts.kv_cache import AppendCache
+
+CONFIG = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     hidden_size=32, intermediate_size=64, vocab_size=100)
+
+
+def states(batch: int, new: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(batch, 2, new, 8, generator=gen) for _ in range(2))
+
+
+def test_append_cache_holds_what_dynamic_cache_holds_through_crop_and_select():
+    append, dynamic = AppendCache(CONFIG, reserve=3), DynamicCache(config=CONFIG)
+    steps = [("update", 5), ("update", 1), ("update", 1), ("crop", -2), ("update", 1),
+             ("update", 4), ("select", None), ("update", 1)]
+    for seed, (op, arg) in enumerate(steps):
+        for cache in (append, dynamic):
+            if op == "update":
+                batch = 3 if seed < 6 else 2
+                for layer in range(2):
+                    out = cache.update(*states(batch, arg, 10 * seed + layer), layer)
+            elif op == "crop":
+                cache.crop(arg)
+            else:
+                cache.batch_select_indices(torch.tensor([0, 2]))
+        for a, d in zip(append.layers, dynamic.layers, strict=True):
+            assert torch.equal(a.keys, d.keys) and torch.equal(a.values, d.values)
+        if op == "update":
+            assert torch.equal(out[0], dynamic.layers[1].keys)
+    assert append.get_seq_length() == dynamic.get_seq_length() == 11
+
+
+def test_append_cache_writes_in_place_until_its_reserve_is_used():
+    cache = AppendCache(CONFIG, reserve=2)
+    cache.update(*states(1, 4, 0), 0)
+    buffer = cache.layers[0].keys.data_ptr()
+    cache.update(*states(1, 1, 1), 0)
+    cache.update(*states(1, 1, 2), 0)
+    assert cache.layers[0].keys.data_ptr() == buffer  # 4 + 2 positions: within the reserve
+    cache.update(*states(1, 1, 3), 0)
+    assert cache.layers[0].keys.data_ptr() != buffer and cache.get_seq_length() == 7
+
+
+@pytest.mark.skipif(not prepack.available(), reason="this torch build has no oneDNN linear ops")
+def test_prepacked_linears_match_nn_linear_and_follow_weight_changes():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 8, bias=False))
+    x = torch.randn(3, 5, 16)
+    packs = prepack.PrepackedLinears()
+    with torch.inference_mode():
+        expected = model(x)
+        with packs.active(model):
+            assert "forward" in vars(model[0])
+            assert torch.allclose(model(x), expected, atol=1e-5)
+        assert "forward" not in vars(model[0]) and torch.equal(model(x), expected)
+    with torch.no_grad():
+        model[2].weight.mul_(2.0)  # in place, as an optimizer step: the pack must be redone
+    model[0].weight = torch.nn.Parameter(torch.zeros(32, 16))  # a new tensor: likewise
+    with torch.inference_mode():
+        changed = model(x)
+        with packs.active(model):
+            assert torch.allclose(model(x), changed, atol=1e-5)
+    assert not torch.allclose(changed, expected, atol=1e-2)
