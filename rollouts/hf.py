@@ -16,14 +16,13 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    DynamicCache,
     PreTrainedModel,
     PreTrainedTokenizer,
 )
 
 from memgym.engine import ChatMessages, Completion, SamplingParams
 from memgym.errors import EngineError
-from memgym.rollouts.kv_cache import AppendCache
+from memgym.rollouts.prefill import prefill
 from memgym.rollouts.prepack import PrepackedLinears
 
 SMOLLM2 = "smollm2"
@@ -86,12 +85,11 @@ class HFEngine:
     """Batched generation with a transformers causal LM, returning token ids and logprobs.
 
     The model object is shared with the trainer (no weight sync is needed on one machine).
-    Prompts of one batch that start with the same tokens (the chat template and an env's
-    instructions: 99 of ~180 tokens for the LoCoMo memory manager) share one prefill of that
-    prefix, whose KV cache is repeated across the batch: on a CPU prefill is compute-bound, so
-    batching alone barely speeds it up. Nothing is cached across calls but the linear layers'
-    prepacked weights (:class:`~memgym.rollouts.prepack.PrepackedLinears`), redone when the
-    trainer changes a weight.
+    On a CPU: the prompts' shared prefix is prefilled once and their own tokens unpadded
+    (:func:`~memgym.rollouts.prefill.prefill`); decoding appends to the KV cache in place
+    (:class:`~memgym.rollouts.kv_cache.AppendCache`) and runs the linear layers on prepacked
+    weights (:class:`~memgym.rollouts.prepack.PrepackedLinears`, the only state kept across
+    calls, redone when the trainer changes a weight).
 
     Args:
         model: A causal LM (plain or peft-wrapped).
@@ -128,56 +126,6 @@ class HFEngine:
                                                                          self.batch_size]], params)
         return out
 
-    def _prefill(self, ids: list[list[int]], shared: int, width: int, reserve: int
-                 ) -> AppendCache:
-        """KV cache of every row but its last token, laid out as ``_generate``'s batch.
-
-        The shared prefix runs once. The rows' own tokens then run together as one packed
-        sequence on top of it, without padding: each token attends to the prefix and to its own
-        row's earlier tokens (a block-diagonal causal mask) at its own position. Prefill on a
-        CPU is compute-bound, so padded rows would cost their padding in full.
-
-        Args:
-            ids: Token ids per row; every row is longer than ``shared``.
-            shared: Length of the prefix all rows share.
-            width: Length of the longest row.
-            reserve: Positions to leave room for in the returned cache (tokens to generate).
-
-        Returns:
-            A cache of ``width - 1`` positions: per row, the prefix, zeros under the row's
-            padding, then the row's own tokens but the last.
-        """
-        config = self.model.config
-        cache, batch = DynamicCache(config=config), AppendCache(config, reserve)
-        if width == 1:
-            return batch  # nothing to cache: generate feeds every row's only token
-        if shared:
-            self.model(torch.tensor([ids[0][:shared]]), past_key_values=cache, use_cache=True,
-                       logits_to_keep=1)  # only the cache is wanted; skip the vocab projection
-        lengths = torch.tensor([len(x) - 1 - shared for x in ids])  # own tokens but the last
-        total = int(lengths.sum())
-        if total:
-            row = torch.repeat_interleave(torch.arange(len(ids)), lengths)  # (total,)
-            pos = torch.cat([torch.arange(shared, shared + int(n)) for n in lengths])
-            sees = (row[:, None] == row[None, :]) & (pos[:, None] >= pos[None, :])
-            sees = torch.cat([torch.ones(total, shared, dtype=torch.bool), sees], dim=1)
-            mask = torch.zeros(sees.shape).masked_fill_(~sees, torch.finfo(torch.float32).min)
-            self.model(torch.tensor([[t for x in ids for t in x[shared:-1]]]),
-                       attention_mask=mask[None, None], position_ids=pos[None],
-                       past_key_values=cache, use_cache=True, logits_to_keep=1)
-        ends = (shared + torch.cumsum(lengths, 0)).tolist()
-        for i, layer in enumerate(cache.layers):  # layer: (1, kv_heads, shared + total, head_dim)
-            keys, values = (torch.zeros(len(ids), t.shape[1], width - 1, t.shape[3])
-                            for t in (layer.keys, layer.values))
-            keys[:, :, :shared], values[:, :, :shared] = (t[..., :shared, :]
-                                                          for t in (layer.keys, layer.values))
-            for r, (n, end) in enumerate(zip(lengths.tolist(), ends, strict=True)):
-                if n:  # the row's own tokens come last, after its padding
-                    keys[r, :, width - 1 - n:] = layer.keys[0, :, end - n:end]
-                    values[r, :, width - 1 - n:] = layer.values[0, :, end - n:end]
-            batch.update(keys, values, i)
-        return batch
-
     def _generate(self, ids: list[list[int]], params: SamplingParams) -> list[Completion]:
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
@@ -195,7 +143,7 @@ class HFEngine:
         self.model.eval()
         try:
             with torch.inference_mode(), self._packs.active(self.model):
-                cache = self._prefill(ids, shared, width, params.max_new_tokens)
+                cache = prefill(self.model, ids, shared, width, params.max_new_tokens)
                 gen = self.model.generate(
                     input_ids=input_ids, attention_mask=attention, past_key_values=cache,
                     do_sample=sample, temperature=params.temperature if sample else None,

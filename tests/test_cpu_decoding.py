@@ -1,11 +1,14 @@
-"""The HF engine's CPU decoding parts: the append-in-place KV cache and prepacked linears."""
+"""The HF engine's CPU parts: packed prefill attention, append-in-place KV cache, prepacked
+linears."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache, LlamaConfig
 
 from memgym.rollouts import prepack
 from memgym.rollouts.kv_cache import AppendCache
+from memgym.rollouts.prefill import row_attention
 
 CONFIG = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                      hidden_size=32, intermediate_size=64, vocab_size=100)
@@ -69,3 +72,20 @@ def test_prepacked_linears_match_nn_linear_and_follow_weight_changes():
         with packs.active(model):
             assert torch.allclose(model(x), changed, atol=1e-5)
     assert not torch.allclose(changed, expected, atol=1e-2)
+
+
+def test_row_attention_equals_one_sequence_under_a_block_diagonal_mask():
+    prefix, lengths = 5, [3, 1, 4]
+    total, gen = sum(lengths), torch.Generator().manual_seed(0)
+    query = torch.randn(1, 4, total, 8, generator=gen)
+    key, value = (torch.randn(1, 2, prefix + total, 8, generator=gen) for _ in range(2))
+    out, _ = row_attention(None, query, key, value, None, row_lengths=lengths, scaling=0.3)
+    row = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))
+    pos = torch.cat([torch.arange(n) for n in lengths])
+    sees = torch.cat([torch.ones(total, prefix, dtype=torch.bool),
+                      (row[:, None] == row[None]) & (pos[:, None] >= pos[None])], dim=1)
+    expected = F.scaled_dot_product_attention(query, key.repeat_interleave(2, 1),
+                                              value.repeat_interleave(2, 1), attn_mask=sees,
+                                              scale=0.3)
+    assert out.shape == (1, total, 4, 8)
+    assert torch.allclose(out, expected.transpose(1, 2), atol=1e-6)

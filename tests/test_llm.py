@@ -39,10 +39,11 @@ def test_greedy_is_deterministic_and_logprobs_match_a_forward_pass(engine):
 
 def test_batch_with_a_shared_prefix_decodes_as_one_prompt_at_a_time(engine):
     params = SamplingParams(max_new_tokens=12, temperature=0.0)
-    batch = engine.generate(PROMPTS, params)
-    first, second = (c.prompt_ids for c in batch)
-    assert first[:8] == second[:8]  # the chat template: the two share a prefill
-    for prompt, together in zip(PROMPTS, batch, strict=True):
+    prompts = [*PROMPTS, [{"role": "user", "content": "Count from one to five, in words."}]]
+    batch = engine.generate(prompts, params)
+    ids = [c.prompt_ids for c in batch]
+    assert len({len(x) for x in ids}) == 3 and ids[0][:8] == ids[1][:8] == ids[2][:8]
+    for prompt, together in zip(prompts, batch, strict=True):
         (alone,) = engine.generate([prompt], params)
         assert alone.completion_ids == together.completion_ids
         assert torch.allclose(torch.tensor(alone.logprobs), torch.tensor(together.logprobs),
