@@ -1,10 +1,11 @@
 """Batched multi-env generation vs one env at a time (tokens/s), HF and vLLM engines.
 
-Runs the same greedy SmolLM2 rollouts of ``--envs`` LoCoMo memory-manager episodes twice per
-engine, side by side: all envs in lockstep (one generation batch per tick, ``num_envs=N``) and
-one env at a time (``num_envs=1``), and prints generated tokens/s of each and their ratio (target
-≥ 4× at 8 envs). The vLLM engine needs ``.venv-vllm`` (``make install-vllm``); run from the main
-venv, this script runs its vLLM part there in a subprocess.
+Runs the same greedy SmolLM2 rollouts of ``--envs`` LoCoMo memory-manager episodes per engine,
+side by side and alternating ``--repeats`` times: all envs in lockstep (one generation batch per
+tick, ``num_envs=N``) and one env at a time (``num_envs=1``). Prints generated tokens/s of each,
+their ratio per pair and the median ratio (target ≥ 4× at 8 envs). The vLLM engine needs
+``.venv-vllm`` (``make install-vllm``); run from the main venv, this script runs its vLLM part
+there in a subprocess.
 
     PYTHONPATH=. python experiments/bench/generation_batching.py --engine hf vllm
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
 import subprocess
 import sys
 import time
@@ -48,18 +50,23 @@ def tokens_per_second(engine, envs: int, num_envs: int, window: int, max_new_tok
 
 
 def bench(name: str, args: argparse.Namespace) -> None:
-    """Print one engine's batched and one-at-a-time rates and their ratio."""
+    """Print one engine's batched and one-at-a-time rates and their ratio, ``--repeats`` times
+    alternating the two (a host whose speed drifts then skews both alike), and the median."""
     engine = make_engine(name, args.vllm_dtype)
     tokens_per_second(engine, 1, 1, 1, 4)  # warm-up: first-call allocations
-    rates = {}
-    for label, num_envs in (("batched", args.envs), ("one-at-a-time", 1)):
-        tokens, seconds = tokens_per_second(engine, args.envs, num_envs, args.window,
-                                            args.max_new_tokens)
-        rates[label] = tokens / seconds
-        print(f"{name:5s} {label:14s} {tokens:6d} tokens {seconds:7.1f} s "
-              f"{rates[label]:7.1f} tok/s", flush=True)
-    print(f"{name:5s} batched / one-at-a-time at {args.envs} envs: "
-          f"{rates['batched'] / rates['one-at-a-time']:.2f}x", flush=True)
+    ratios = []
+    for repeat in range(args.repeats):
+        rates = {}
+        for label, num_envs in (("batched", args.envs), ("one-at-a-time", 1)):
+            tokens, seconds = tokens_per_second(engine, args.envs, num_envs, args.window,
+                                                args.max_new_tokens)
+            rates[label] = tokens / seconds
+            print(f"{name:5s} {repeat} {label:14s} {tokens:6d} tokens {seconds:7.1f} s "
+                  f"{rates[label]:7.1f} tok/s", flush=True)
+        ratios.append(rates["batched"] / rates["one-at-a-time"])
+        print(f"{name:5s} {repeat} batched / one-at-a-time at {args.envs} envs: "
+              f"{ratios[-1]:.2f}x", flush=True)
+    print(f"{name:5s} median of {args.repeats}: {statistics.median(ratios):.2f}x", flush=True)
 
 
 def main() -> None:
@@ -70,6 +77,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=2, help="steps per episode")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--vllm-dtype", default="bfloat16")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating pairs of runs")
     args = parser.parse_args()
     for name in args.engine:
         if name == "vllm" and importlib.util.find_spec("vllm") is None:
@@ -78,7 +86,8 @@ def main() -> None:
                 continue
             subprocess.run([str(VLLM_PYTHON), __file__, "--engine", "vllm", "--envs",
                             str(args.envs), "--window", str(args.window), "--max-new-tokens",
-                            str(args.max_new_tokens), "--vllm-dtype", args.vllm_dtype],
+                            str(args.max_new_tokens), "--vllm-dtype", args.vllm_dtype,
+                            "--repeats", str(args.repeats)],
                            check=True)
         else:
             bench(name, args)
