@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,11 +86,13 @@ class HFEngine:
     """Batched generation with a transformers causal LM, returning token ids and logprobs.
 
     The model object is shared with the trainer (no weight sync is needed on one machine).
-    On a CPU: the prompts' shared prefix is prefilled once and their own tokens unpadded
+    The prompts' shared prefix is prefilled once and their own tokens unpadded
     (:func:`~memgym.rollouts.prefill.prefill`); decoding appends to the KV cache in place
     (:class:`~memgym.rollouts.kv_cache.AppendCache`) and runs the linear layers on prepacked
     weights (:class:`~memgym.rollouts.prepack.PrepackedLinears`, the only state kept across
-    calls, redone when the trainer changes a weight).
+    calls, redone when the trainer changes a weight). While it generates it patches the model's
+    linear layers and, during prefill, its attention implementation, so calls from several
+    threads take turns, and the model must not be trained at the same time.
 
     Args:
         model: A causal LM (plain or peft-wrapped).
@@ -103,6 +106,7 @@ class HFEngine:
         self.model, self.tokenizer, self.batch_size, self.name = model, tokenizer, batch_size, name
         self.tokenizer.padding_side = "left"
         self._packs = PrepackedLinears()
+        self._lock = threading.Lock()  # generation patches the shared model while it runs
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = SMOLLM2, batch_size: int = 16) -> HFEngine:
@@ -139,21 +143,22 @@ class HFEngine:
         attention = torch.tensor([[1] * shared + [0] * n + [1] * (len(x) - shared)
                                   for x, n in rows])
         sample = params.temperature > 0
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode(), self._packs.active(self.model):
-                cache = prefill(self.model, ids, shared, width, params.max_new_tokens)
-                gen = self.model.generate(
-                    input_ids=input_ids, attention_mask=attention, past_key_values=cache,
-                    do_sample=sample, temperature=params.temperature if sample else None,
-                    top_p=params.top_p if sample else None, top_k=0 if sample else None,
-                    max_new_tokens=params.max_new_tokens, pad_token_id=pad, eos_token_id=eos,
-                    output_logits=True, return_dict_in_generate=True)
-        except (RuntimeError, ValueError) as exc:
-            raise EngineError(f"generation failed: {exc}") from exc
-        finally:
-            self.model.train(was_training)
+        with self._lock:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with torch.inference_mode(), self._packs.active(self.model):
+                    cache = prefill(self.model, ids, shared, width, params.max_new_tokens)
+                    gen = self.model.generate(
+                        input_ids=input_ids, attention_mask=attention, past_key_values=cache,
+                        do_sample=sample, temperature=params.temperature if sample else None,
+                        top_p=params.top_p if sample else None, top_k=0 if sample else None,
+                        max_new_tokens=params.max_new_tokens, pad_token_id=pad,
+                        eos_token_id=eos, output_logits=True, return_dict_in_generate=True)
+            except (RuntimeError, ValueError) as exc:
+                raise EngineError(f"generation failed: {exc}") from exc
+            finally:
+                self.model.train(was_training)
         new = gen.sequences[:, width:]
         logits = torch.stack(gen.logits, dim=1).float()  # (batch, new_tokens, vocab)
         if sample:
