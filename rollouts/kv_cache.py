@@ -32,6 +32,7 @@ class AppendLayer(DynamicLayer):
         super().__init__()
         self.reserve = reserve
         self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._views: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
                ) -> tuple[torch.Tensor, torch.Tensor]:
