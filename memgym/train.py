@@ -47,7 +47,8 @@ from memgym.trainers.checkpoint import (
     set_rng_state,
 )
 from memgym.trainers.grpo import GRPOTrainer, SegmentBatch
-from memgym.trainers.ppo import PPOTrainer
+from memgym.trainers.logprobs import training_temperature
+from memgym.trainers.ppo import PPOBatch, PPOTrainer
 from memgym.trajectory import (
     Trajectory,
     load_trajectories,
@@ -264,6 +265,8 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
     sampling = SamplingParams(
         max_new_tokens=config.sampling.max_new_tokens, temperature=config.sampling.temperature,
         top_p=config.sampling.top_p)
+    # the trainer scores tokens at the temperature they were sampled at (logits / T)
+    temperature = training_temperature(sampling.temperature)
     rng = np.random.default_rng(config.seed)  # episode and sampling seeds of the rollouts
     all_trajectories: list[Trajectory] = []
 
@@ -315,8 +318,9 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         seeds = [int(s) for s in episode_seeds for _ in range(config.group_size)]
         trajs = rollout(seeds, int(rng.integers(2**31 - 1)))
         rollout_seconds = time.perf_counter() - tick
-        stats = trainer.step(trajs if config.algorithm == "ppo" else
-                             SegmentBatch.from_trajectories(trajs, config.grpo, tokenizer))
+        stats = trainer.step(
+            PPOBatch.from_trajectories(trajs, temperature) if config.algorithm == "ppo" else
+            SegmentBatch.from_trajectories(trajs, config.grpo, tokenizer, temperature))
         all_trajectories.extend(trajs)
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,

@@ -18,6 +18,7 @@ from memgym.trainers.losses import (
                                         clipped_surrogate,
                                         kl_divergence,
                                         token_coefficients,
+                                        update_coefficients,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "SegmentBatch", "clipped_surrogate", "dr_grpo_advantages", "expand_to_segments",
     "group_ids", "grpo_advantages", "kl_divergence", "memory_mask", "memory_token_advantages",
     "reinforce_pp_advantages", "rloo_advantages", "token_coefficients", "trajectory_advantages",
+    "update_coefficients",
 ]

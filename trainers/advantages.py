@@ -29,6 +29,9 @@ def _check(returns: torch.Tensor, groups: torch.Tensor) -> None:
                           f"{tuple(returns.shape)} and {tuple(groups.shape)}")
     if not returns.is_floating_point():
         raise ConfigError(f"expected floating-point returns, got {returns.dtype}")
+    if not bool(torch.isfinite(returns).all()):
+        raise ConfigError(f"returns must be finite (a NaN or infinite reward would make every "
+                          f"advantage of its group NaN), got {returns.tolist()}")
 
 
 def _group_sums(values: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -66,7 +69,8 @@ def grpo_advantages(returns: torch.Tensor, groups: torch.Tensor, scale: bool = T
         do the members of a group of equal returns when ``eps=0``.
 
     Raises:
-        ConfigError: ``returns`` and ``groups`` are not 1-D of one shape, or returns not float.
+        ConfigError: ``returns`` and ``groups`` are not 1-D of one shape, or returns not float
+            or not finite.
     """
     _check(returns, groups)
     centred, count = _centred(returns, groups)

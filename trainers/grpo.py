@@ -14,7 +14,6 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field, model_validator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from memgym.errors import ConfigError
 from memgym.trainers.advantages import (
@@ -22,7 +21,14 @@ from memgym.trainers.advantages import (
     memory_token_advantages,
     trajectory_advantages,
 )
-from memgym.trainers.losses import clipped_surrogate, kl_divergence, token_coefficients
+from memgym.trainers.logprobs import (
+    check_temperature,
+    completion_logprobs,
+    pack_segments,
+    sampler_logprobs,
+    truncated_is_weights,
+)
+from memgym.trainers.losses import clipped_surrogate, kl_divergence, update_coefficients
 from memgym.trajectory import Segment, Step, Trajectory
 
 
@@ -50,6 +56,14 @@ class GRPOConfig(BaseModel):
         memory_terms: Reward-term names whose episode sum is the memory return; when set,
             memory-op tokens get its group-relative advantage (HiMPO-style memory-token credit,
             :func:`memgym.trainers.advantages.memory_token_advantages`); empty disables it.
+        behaviour_logprobs: Where the ratio's ``logp_old`` comes from: ``trainer`` (the
+            trained model's logprobs before the update, at the batch's temperature; with one
+            update per batch the detached current ones, so ρ = 1 as in TRL) or ``sampler``
+            (``Segment.logprobs``, as the engine recorded them: no recompute, and the
+            engine-vs-trainer mismatch is inside ρ and its clip).
+        tis_cap: With ``trainer`` behaviour logprobs, multiply each token's surrogate by the
+            truncated importance weight ``min(exp(logp_old - logp_sampler), tis_cap)``
+            (:func:`memgym.trainers.logprobs.truncated_is_weights`; verl, prime-rl); None: off.
         micro_batch: Segments per forward/backward pass.
         grad_accum: Micro-batches per optimizer update; None: the whole batch in one update.
         max_grad_norm: Gradient clipping norm.
@@ -70,6 +84,8 @@ class GRPOConfig(BaseModel):
     kl_estimator: Literal["k1", "k3", "low_var_kl"] = "k3"
     kl_mode: Literal["loss", "penalty"] = "loss"
     memory_terms: list[str] = []
+    behaviour_logprobs: Literal["trainer", "sampler"] = "trainer"
+    tis_cap: float | None = Field(None, gt=0)
     micro_batch: int = Field(8, ge=1)
     grad_accum: int | None = Field(None, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -94,7 +110,21 @@ class GRPOConfig(BaseModel):
     def _norm_length_set(self):
         if self.loss_agg_mode == "seq-mean-token-sum-norm" and self.norm_length is None:
             raise ValueError("loss_agg_mode 'seq-mean-token-sum-norm' needs norm_length")
+        check_behaviour(self.behaviour_logprobs, self.tis_cap)
         return self
+
+
+def check_behaviour(behaviour_logprobs: str, tis_cap: float | None) -> None:
+    """Reject ``tis_cap`` with ``sampler`` behaviour logprobs: the weight would be
+    ``exp(logp_sampler - logp_sampler) = 1`` (the mismatch is already in the ratio).
+
+    Raises:
+        ValueError: (pydantic turns it into a ``ValidationError``) the combination is set.
+    """
+    if tis_cap is not None and behaviour_logprobs == "sampler":
+        raise ValueError("tis_cap corrects the trainer's behaviour logprobs against the "
+                         "sampler's; with behaviour_logprobs 'sampler' there is nothing to "
+                         "correct: use one or the other")
 
 
 def group_ids(trajectories: list[Trajectory], by: str = "seed") -> torch.Tensor:
@@ -167,6 +197,13 @@ class SegmentBatch:
             ``trajectory`` weighting); default: each segment its own trajectory.
         memory_advantages: ``(S,)`` float memory advantage of each segment, or None.
         memory_masks: S lists of C_s {0, 1} memory-token flags, or None.
+        temperature: The temperature T the rollouts were sampled at; old, new and reference
+            logprobs are computed from ``logits / T``
+            (:func:`memgym.trainers.logprobs.training_temperature` maps greedy 0 to 1).
+
+    Raises:
+        ConfigError: Shapes disagree, an advantage is NaN or infinite, or the temperature is
+            not a finite float > 0.
     """
 
     segments: list[Segment]
@@ -174,6 +211,7 @@ class SegmentBatch:
     segment_trajectory: torch.Tensor | None = None
     memory_advantages: torch.Tensor | None = None
     memory_masks: list[list[int]] | None = None
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.segment_trajectory is None:
@@ -183,10 +221,16 @@ class SegmentBatch:
                               f"{tuple(self.advantages.shape)}")
         if (self.memory_advantages is None) != (self.memory_masks is None):
             raise ConfigError("memory_advantages and memory_masks go together")
+        for name in ("advantages", "memory_advantages"):
+            value = getattr(self, name)
+            if value is not None and not bool(torch.isfinite(value).all()):
+                raise ConfigError(f"{name} must be finite, got {value.tolist()}")
+        check_temperature(self.temperature)
 
     @classmethod
     def from_trajectories(cls, trajectories: list[Trajectory], config: GRPOConfig | None = None,
-                          tokenizer: PreTrainedTokenizerBase | None = None) -> SegmentBatch:
+                          tokenizer: PreTrainedTokenizerBase | None = None,
+                          temperature: float = 1.0) -> SegmentBatch:
         """Advantages over trajectory returns within groups, expanded to segments.
 
         Args:
@@ -195,9 +239,11 @@ class SegmentBatch:
             config: Estimator, grouping and memory-credit settings (default
                 :class:`GRPOConfig`).
             tokenizer: Needed for memory-token credit (``config.memory_terms``).
+            temperature: The rollouts' sampling temperature (> 0; see ``temperature``).
 
         Raises:
-            ConfigError: Memory credit without a tokenizer, or a memory term no trajectory has.
+            ConfigError: Memory credit without a tokenizer, a memory term no trajectory has, a
+                NaN or infinite return, or a bad temperature.
         """
         config = config or GRPOConfig()
         returns = torch.tensor([t.episode_return for t in trajectories], dtype=torch.float64)
@@ -206,7 +252,8 @@ class SegmentBatch:
         owner = torch.tensor([i for i, t in enumerate(trajectories) for _ in t.segments],
                              dtype=torch.long)
         segments = [s for t in trajectories for s in t.segments]
-        batch = cls(segments, expand_to_segments(adv, owner).float(), owner)
+        batch = cls(segments, expand_to_segments(adv, owner).float(), owner,
+                    temperature=temperature)
         if config.memory_terms:
             if tokenizer is None:
                 raise ConfigError("memory-token credit (memory_terms) needs the tokenizer")
@@ -225,55 +272,20 @@ class SegmentBatch:
         return batch
 
 
-def pack_segments(segments: list[Segment], pad_id: int,
-                  memory_masks: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
-    """Left-pad prompts and right-pad completions so every completion starts at column P."""
-    p = max(len(s.prompt_ids) for s in segments)
-    c = max(len(s.completion_ids) for s in segments)
-    ids, attn, mask = [], [], []
-    for s in segments:
-        lp, lc = len(s.prompt_ids), len(s.completion_ids)
-        ids.append([pad_id] * (p - lp) + s.prompt_ids + s.completion_ids + [pad_id] * (c - lc))
-        attn.append([0] * (p - lp) + [1] * (lp + lc) + [0] * (c - lc))
-        mask.append(list(s.loss_mask) + [0] * (c - lc))
-    attention = torch.tensor(attn)
-    packed = {"input_ids": torch.tensor(ids), "attention_mask": attention,
-              "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
-              "loss_mask": torch.tensor(mask, dtype=torch.float32), "completion_len": c}
-    if memory_masks is not None:
-        packed["memory_mask"] = torch.tensor([m + [0] * (c - len(m)) for m in memory_masks],
-                                             dtype=torch.float32)
-    return packed
-
-
-def completion_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
-                        entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logprob (and optionally entropy, no gradient) of each completion token under ``model``.
-
-    Returns:
-        ``(B, C)`` logprobs (float32, or float64 for a float64 model) and ``(B, C)`` entropies
-        in nats or None (both garbage where ``loss_mask`` is 0).
-    """
-    c = packed["completion_len"]
-    logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
-                   position_ids=packed["position_ids"], logits_to_keep=c + 1).logits[:, :-1]
-    targets = packed["input_ids"][:, -c:]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32, fp64 kept
-    if not entropy:
-        return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1), None
-    return selective_log_softmax_and_entropy(logits, targets, entropy_requires_grad=False)
-
-
 class GRPOTrainer:
     """Segment-aware GRPO: one batch of rollouts per :meth:`step`, one or more optimizer updates.
 
-    Per token: ``l = -min(ρ A, clip(ρ, 1 - clip_low, 1 + clip_high) A) [+ β·KL]`` with
-    ``ρ = exp(logp - logp_old)`` (:func:`~memgym.trainers.losses.clipped_surrogate`), reduced
-    with the coefficients of :func:`~memgym.trainers.losses.token_coefficients` computed over
-    the whole batch (micro-batching does not change the loss). With one update per batch
-    ``logp_old`` is the detached current logprob (ρ = 1 in value, as TRL with
-    ``num_iterations=1``); with several (``grad_accum`` smaller than the batch) it is computed
-    once, without gradient, before the first update.
+    Per token: ``l = -w · min(ρ A, clip(ρ, 1 - clip_low, 1 + clip_high) A) [+ β·KL]`` with
+    ``ρ = exp(logp - logp_old)`` (:func:`~memgym.trainers.losses.clipped_surrogate`) and the
+    truncated importance weight ``w`` (1 unless ``tis_cap`` is set), every logprob taken from
+    ``logits / T`` at the batch's sampling temperature T. The per-token losses are reduced with
+    the coefficients of the whole batch (:func:`~memgym.trainers.losses.update_coefficients`),
+    so neither micro-batching nor several updates per batch change a trajectory's weight. The
+    behaviour logprobs ``logp_old`` are the sampler's (``behaviour_logprobs: sampler``) or the
+    trainer's: with one update per batch the detached current logprobs (ρ = 1 in value, as TRL
+    with ``num_iterations=1``); with several (``grad_accum`` smaller than the batch) computed
+    once, without gradient, before the first update, in the same mode (train), packing and
+    temperature as the update (keep dropout off for RL, or ρ is noise).
 
     Args:
         model: The policy (plain or peft); trained in place.
@@ -305,11 +317,11 @@ class GRPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.global_step = int(state["global_step"])
 
-    def _micro_batches(self, batch: SegmentBatch, rows: range):
+    def _micro_batches(self, batch: SegmentBatch, rows: list[int]):
         """(indices, packed) per micro-batch of the segment indices ``rows``."""
         mb = self.config.micro_batch
-        for start in range(rows.start, rows.stop, mb):
-            idx = list(range(start, min(start + mb, rows.stop)))
+        for start in range(0, len(rows), mb):
+            idx = rows[start:start + mb]
             masks = None if batch.memory_masks is None else [batch.memory_masks[i] for i in idx]
             yield idx, pack_segments([batch.segments[i] for i in idx], self.pad_token_id, masks)
 
@@ -323,53 +335,72 @@ class GRPOTrainer:
     def step(self, batch: SegmentBatch) -> dict[str, float]:
         """Compute the loss over all segments (micro-batched), clip gradients, update.
 
+        Segments without loss tokens add nothing (they still count in the seq-mean modes'
+        number of sequences, :func:`~memgym.trainers.losses.token_coefficients`).
+
         Returns:
             Metrics: ``loss`` (mean over updates; each update's loss is scaled to the whole
-            batch's), ``kl``, ``clip_frac``, ``entropy``,
-            ``adv_mean``, ``adv_std`` (token-means over loss tokens), ``grad_norm`` (mean
-            over updates, before clipping), ``tokens``, ``segments``, ``updates``.
+            batch's), ``kl``, ``clip_frac``, ``entropy`` (at the batch's temperature),
+            ``adv_mean``, ``adv_std`` (token-means over loss tokens), ``tis_weight`` (mean
+            truncated IS weight; 1 when off), ``grad_norm`` (mean over updates, before
+            clipping), ``tokens``, ``segments``, ``updates``.
 
         Raises:
-            ConfigError: The batch has no segment with a loss token.
+            ConfigError: The batch has no segment with a loss token, or the sampler's logprobs
+                are needed and a segment lacks them.
         """
         cfg = self.config
         counts = torch.tensor([sum(s.loss_mask) for s in batch.segments], dtype=torch.long)
         total = int(counts.sum()) if len(batch.segments) else 0
         if total == 0:
             raise ConfigError("the batch has no loss tokens (no segment with policy tokens)")
-        coef = token_coefficients(counts, batch.segment_trajectory, cfg.loss_agg_mode,
-                                  cfg.weighting, cfg.norm_length).float()
         size = len(batch.segments)
         per_update = size if cfg.grad_accum is None else cfg.micro_batch * cfg.grad_accum
-        updates = [range(s, min(s + per_update, size)) for s in range(0, size, per_update)]
-        old = self._old_logprobs(batch) if len(updates) > 1 else None
+        updates = [list(range(s, min(s + per_update, size))) for s in range(0, size, per_update)]
+        coefs = update_coefficients(counts, batch.segment_trajectory, updates, cfg.loss_agg_mode,
+                                    cfg.weighting, cfg.norm_length)
+        use_sampler = cfg.behaviour_logprobs == "sampler" or cfg.tis_cap is not None
         self.model.train()
+        old = (self._old_logprobs(batch)
+               if len(updates) > 1 and cfg.behaviour_logprobs == "trainer" else None)
         sums = dict.fromkeys(("loss", "kl", "clip_frac", "entropy", "adv", "adv_sq",
-                              "grad_norm"), 0.0)
-        for rows in updates:
+                              "tis_weight", "grad_norm"), 0.0)
+        for rows, coef in zip(updates, coefs, strict=True):
             self.optimizer.zero_grad(set_to_none=True)
-            for idx, packed in self._micro_batches(batch, rows):
+            for start, (idx, packed) in zip(range(0, len(rows), cfg.micro_batch),
+                                            self._micro_batches(batch, rows), strict=True):
                 mask = packed["loss_mask"]
-                logp, entropy = completion_logprobs(self.model, packed, entropy=True)
-                logp_old = logp.detach() if old is None else _gather(old, idx, logp.shape)
+                logp, entropy = completion_logprobs(self.model, packed, entropy=True,
+                                                    temperature=batch.temperature)
+                sampled = (sampler_logprobs([batch.segments[i] for i in idx], logp.shape[1])
+                           .to(logp.dtype) if use_sampler else None)
+                if cfg.behaviour_logprobs == "sampler":
+                    logp_old = sampled
+                else:
+                    logp_old = logp.detach() if old is None else _gather(old, idx, logp.shape)
                 adv = self._token_advantages(batch, idx, packed)
                 kl = torch.zeros_like(logp)
                 if cfg.beta > 0:
                     with torch.no_grad():
-                        ref, _ = completion_logprobs(self.ref_model, packed)
+                        ref, _ = completion_logprobs(self.ref_model, packed,
+                                                     temperature=batch.temperature)
                     kl = kl_divergence(logp, ref, cfg.kl_estimator)
                     if cfg.kl_mode == "penalty":
                         adv = adv - cfg.beta * kl.detach()
                 per_token, clipped = clipped_surrogate(logp, logp_old, adv, cfg.clip_low,
                                                        cfg.clip_high)
+                tis = torch.ones_like(logp)
+                if cfg.tis_cap is not None:
+                    tis = truncated_is_weights(logp_old, sampled, cfg.tis_cap)
+                    per_token = per_token * tis
                 if cfg.beta > 0 and cfg.kl_mode == "loss":
                     per_token = per_token + cfg.beta * kl
-                weights = mask * coef[idx].unsqueeze(-1) * len(updates)
+                weights = mask * coef[start:start + cfg.micro_batch].to(mask.dtype).unsqueeze(-1)
                 loss = (per_token * weights).sum()
                 loss.backward()
                 sums["loss"] += loss.item() / len(updates)
                 for name, value in (("kl", kl), ("clip_frac", clipped), ("entropy", entropy),
-                                    ("adv", adv), ("adv_sq", adv**2)):
+                                    ("adv", adv), ("adv_sq", adv**2), ("tis_weight", tis)):
                     sums[name] += float((value.detach() * mask).sum()) / total
             sums["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(
                 self.params, cfg.max_grad_norm)) / len(updates)
@@ -381,19 +412,20 @@ class GRPOTrainer:
                 "segments": float(size), "updates": float(len(updates))}
 
     @torch.no_grad()
-    def _old_logprobs(self, batch: SegmentBatch) -> list[torch.Tensor]:
-        """Logprobs of every segment's completion before any update (one row per segment)."""
-        self.model.eval()
-        rows: list[torch.Tensor] = []
-        for idx, packed in self._micro_batches(batch, range(len(batch.segments))):
-            logp, _ = completion_logprobs(self.model, packed)
-            rows += [logp[k, :len(batch.segments[i].completion_ids)] for k, i in enumerate(idx)]
+    def _old_logprobs(self, batch: SegmentBatch) -> dict[int, torch.Tensor]:
+        """Logprobs of every segment's completion before any update, by segment index, in the
+        update's mode, micro-batches and temperature."""
+        rows: dict[int, torch.Tensor] = {}
+        for idx, packed in self._micro_batches(batch, list(range(len(batch.segments)))):
+            logp, _ = completion_logprobs(self.model, packed, temperature=batch.temperature)
+            rows |= {i: logp[k, :len(batch.segments[i].completion_ids)]
+                     for k, i in enumerate(idx)}
         return rows
 
 
-def _gather(rows: list[torch.Tensor], idx: list[int], shape: torch.Size) -> torch.Tensor:
+def _gather(rows: dict[int, torch.Tensor], idx: list[int], shape: torch.Size) -> torch.Tensor:
     """Right-padded ``(B, C)`` tensor of the rows ``idx``."""
-    out = torch.zeros(shape, dtype=rows[0].dtype)
+    out = torch.zeros(shape, dtype=next(iter(rows.values())).dtype)
     for k, i in enumerate(idx):
         out[k, :len(rows[i])] = rows[i]
     return out

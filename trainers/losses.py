@@ -112,8 +112,10 @@ def token_coefficients(token_counts: torch.Tensor, segment_trajectory: torch.Ten
         norm_length: ``L`` of ``seq-mean-token-sum-norm`` (required there).
 
     Returns:
-        ``(S,)`` float64 coefficients (0 for a segment without loss tokens under
-        ``seq-mean-token-mean``).
+        ``(S,)`` float64 coefficients. A segment without loss tokens adds nothing to the loss
+        but, as TRL's ``mask.sum(-1).clamp(min=1)`` does with an empty completion, still counts
+        as a sequence in the seq-mean modes' number of sequences (segments or trajectories); it
+        never makes a coefficient NaN or infinite.
 
     Raises:
         ConfigError: Unknown mode or weighting, missing ``norm_length``, shapes differ.
@@ -155,3 +157,41 @@ def token_coefficients(token_counts: torch.Tensor, segment_trajectory: torch.Ten
         unsegmented = tokens / norm_length
     scale = torch.where(total > 0, unsegmented / total.clamp(min=1e-30), torch.zeros_like(total))
     return base * scale[owner] / max(size, 1)
+
+
+def update_coefficients(token_counts: torch.Tensor, segment_trajectory: torch.Tensor,
+                        updates: list[list[int]], loss_agg_mode: str = "token-mean",
+                        weighting: str = "trajectory",
+                        norm_length: int | None = None) -> list[torch.Tensor]:
+    """Coefficients of each optimizer update's segments when one batch is split into M updates
+    (PPO mini-batches, GRPO's several updates per batch).
+
+    The coefficients ``c`` are those of the *whole* batch (:func:`token_coefficients`), and
+    update ``k`` uses ``M · c[updates[k]]``: each update's loss is on the scale of the full
+    batch's loss (their mean over the M updates is exactly the full-batch loss), and each
+    trajectory's weight summed over the updates of an epoch is ``M`` times its full-batch
+    weight, however its segments fall into the updates. Coefficients computed per update would
+    instead count a trajectory (under ``trajectory`` weighting) or a segment's share of a
+    token-mean once per update it appears in, so a trajectory split over two updates would weigh
+    up to twice as much as one that is not.
+
+    Args:
+        token_counts: ``(S,)`` int loss tokens of each segment.
+        segment_trajectory: ``(S,)`` int trajectory index of each segment.
+        updates: M lists of segment indices, together a partition of ``range(S)``.
+        loss_agg_mode / weighting / norm_length: As :func:`token_coefficients`.
+
+    Returns:
+        M tensors, the k-th ``(len(updates[k]),)`` float64.
+
+    Raises:
+        ConfigError: ``updates`` is not a partition of the segments, or as
+            :func:`token_coefficients`.
+    """
+    rows = sorted(i for update in updates for i in update)
+    if rows != list(range(len(token_counts))):
+        raise ConfigError(f"expected updates that partition the {len(token_counts)} segments, "
+                          f"got {updates}")
+    coef = token_coefficients(token_counts, segment_trajectory, loss_agg_mode, weighting,
+                              norm_length)
+    return [coef[torch.tensor(update, dtype=torch.long)] * len(updates) for update in updates]

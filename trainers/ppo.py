@@ -7,9 +7,15 @@ per-token rewards (each step's reward on the last policy token of the step, minu
 ``kl_coef`` × the per-token KL to the reference), GAE across the segments of each trajectory
 (:func:`memgym.trainers.gae.segment_gae`) and the whitened advantages of the whole batch; then
 ``ppo_epochs`` passes over shuffled mini-batches of segments, one optimizer step for the policy
-and one for the critic per mini-batch, accumulating gradients over micro-batches. Every
-normalizer is computed over the whole mini-batch before its micro-batch loop, so the gradients
-do not depend on how a mini-batch is split into micro-batches.
+and one for the critic per mini-batch, accumulating gradients over micro-batches. The loss
+coefficients are those of the whole batch, scaled by the number of mini-batches
+(:func:`memgym.trainers.losses.update_coefficients`): a mini-batch may hold some of a
+trajectory's segments and not others, and each trajectory keeps its full-batch weight however
+its segments are shuffled (coefficients per mini-batch would count a trajectory once per
+mini-batch it appears in). So the gradients depend neither on how a mini-batch is split into
+micro-batches nor, summed over an epoch, on how the batch is split into mini-batches. Every
+logprob (old, new, reference) is taken from ``logits / T`` at the rollouts' sampling
+temperature ``PPOBatch.temperature``.
 """
 
 from __future__ import annotations
@@ -24,8 +30,15 @@ from transformers import PreTrainedModel
 
 from memgym.errors import ConfigError
 from memgym.trainers.gae import masked_whiten, segment_gae
-from memgym.trainers.grpo import completion_logprobs, pack_segments
-from memgym.trainers.losses import clipped_surrogate, kl_divergence, token_coefficients
+from memgym.trainers.grpo import check_behaviour
+from memgym.trainers.logprobs import (
+    check_temperature,
+    completion_logprobs,
+    pack_segments,
+    sampler_logprobs,
+    truncated_is_weights,
+)
+from memgym.trainers.losses import clipped_surrogate, kl_divergence, update_coefficients
 from memgym.trainers.value import completion_values, value_model_from_policy
 from memgym.trajectory import Segment, Step, Trajectory
 
@@ -52,6 +65,9 @@ class PPOConfig(BaseModel):
         weighting / loss_agg_mode / norm_length: How per-token losses are reduced
             (:func:`memgym.trainers.losses.token_coefficients`), for the policy, value and
             KL terms alike.
+        behaviour_logprobs / tis_cap: Where the old logprobs come from (the trainer's, computed
+            before the first update, or the sampler's ``Segment.logprobs``) and the truncated
+            importance-sampling cap against the sampler (as :class:`GRPOConfig`).
         ppo_epochs: Passes over the batch.
         micro_batch: Segments per forward/backward pass.
         grad_accum: Micro-batches per optimizer update (a mini-batch); None: the whole batch
@@ -77,6 +93,8 @@ class PPOConfig(BaseModel):
     loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
                            "seq-mean-token-sum-norm"] = "token-mean"
     norm_length: int | None = Field(None, ge=1)
+    behaviour_logprobs: Literal["trainer", "sampler"] = "trainer"
+    tis_cap: float | None = Field(None, gt=0)
     ppo_epochs: int = Field(1, ge=1)
     micro_batch: int = Field(8, ge=1)
     grad_accum: int | None = Field(None, ge=1)
@@ -88,6 +106,7 @@ class PPOConfig(BaseModel):
     def _norm_length_set(self):
         if self.loss_agg_mode == "seq-mean-token-sum-norm" and self.norm_length is None:
             raise ValueError("loss_agg_mode 'seq-mean-token-sum-norm' needs norm_length")
+        check_behaviour(self.behaviour_logprobs, self.tis_cap)
         return self
 
 
@@ -139,20 +158,38 @@ class PPOBatch:
             completion); steps no token segment covers (a fork's replayed prefix) give none.
         mask: ``(S, C)`` float32 loss mask (1 = policy token; 0 = env token or padding).
         segment_trajectory: ``(S,)`` int64 index of each segment's trajectory.
+        temperature: The temperature T the rollouts were sampled at (old, new and reference
+            logprobs use ``logits / T``; greedy 0 trains at 1.0, see
+            :func:`memgym.trainers.logprobs.training_temperature`).
+
+    Raises:
+        ConfigError: A reward is NaN or infinite, or the temperature is not a finite float > 0.
     """
 
     segments: list[Segment]
     rewards: torch.Tensor
     mask: torch.Tensor
     segment_trajectory: torch.Tensor
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not bool(torch.isfinite(self.rewards).all()):
+            raise ConfigError(f"rewards must be finite, got {self.rewards.tolist()}")
+        check_temperature(self.temperature)
 
     @classmethod
-    def from_trajectories(cls, trajectories: list[Trajectory]) -> PPOBatch:
+    def from_trajectories(cls, trajectories: list[Trajectory],
+                          temperature: float = 1.0) -> PPOBatch:
         """Collect the token segments and place the step rewards.
 
+        Args:
+            trajectories: Rollouts; those without token segments (scripted) are skipped.
+            temperature: Their sampling temperature (> 0).
+
         Raises:
-            ConfigError: No trajectory has token segments, or a loss mask does not match its
-                steps (see :func:`step_end_columns`).
+            ConfigError: No trajectory has token segments, a loss mask does not match its
+                steps (see :func:`step_end_columns`; a step without policy tokens has no token
+                to carry its reward), a reward is NaN or infinite, or a bad temperature.
         """
         segments, owner, placed = [], [], []
         for k, traj in enumerate(trajectories):
@@ -170,7 +207,7 @@ class PPOBatch:
         width = max(len(s.completion_ids) for s in segments)
         return cls(segments, _pad(placed, width, torch.float32),
                    _pad([s.loss_mask for s in segments], width, torch.float32),
-                   torch.tensor(owner, dtype=torch.long))
+                   torch.tensor(owner, dtype=torch.long), temperature)
 
 
 class PPOTrainer:
@@ -182,8 +219,9 @@ class PPOTrainer:
     (:func:`memgym.trainers.losses.clipped_surrogate`); value loss
     ``vf = ½·max((V − R)², (V_old + clip(V − V_old, ±cliprange_value) − R)²)`` (PPO2);
     ``l = pg + kl_loss_coef·KL + vf_coef·vf``, reduced with the coefficients of
-    :func:`memgym.trainers.losses.token_coefficients` computed over each update's segments
-    before its micro-batch loop.
+    :func:`memgym.trainers.losses.token_coefficients` computed over the whole batch and scaled
+    by the number of mini-batches (:func:`memgym.trainers.losses.update_coefficients`), times
+    the truncated importance weight of ``tis_cap`` on ``pg`` when it is set.
 
     Args:
         model: The policy (a causal LM; peft-wrapped works when ``value_model`` is given);
@@ -217,27 +255,38 @@ class PPOTrainer:
         self.global_step = 0
 
     @torch.no_grad()
-    def _rollout_stats(self, segments: list[Segment], width: int) -> dict[str, torch.Tensor]:
-        """Old logprobs, old values and (when a KL term is on) reference logprobs, each
-        ``(S, width)``, computed before any update."""
-        use_ref = self.config.kl_coef > 0 or self.config.kl_loss_coef > 0
+    def _rollout_stats(self, batch: PPOBatch) -> dict[str, torch.Tensor]:
+        """Old logprobs (the trainer's, in the update's mode and at the batch's temperature, or
+        the sampler's), old values, the sampler's logprobs when ``tis_cap`` needs them and
+        (when a KL term is on) reference logprobs, each ``(S, C)``, computed before any
+        update."""
+        cfg, segments, width, temp = (self.config, batch.segments, batch.mask.shape[1],
+                                      batch.temperature)
+        use_ref = cfg.kl_coef > 0 or cfg.kl_loss_coef > 0
         out: dict[str, list[torch.Tensor]] = {"old_logp": [], "old_values": [], "ref_logp": []}
-        for start in range(0, len(segments), self.config.micro_batch):
-            packed = pack_segments(segments[start:start + self.config.micro_batch],
-                                   self.pad_token_id)
+        for start in range(0, len(segments), cfg.micro_batch):
+            packed = pack_segments(segments[start:start + cfg.micro_batch], self.pad_token_id)
             pad = (0, width - packed["completion_len"])
-            out["old_logp"].append(F.pad(completion_logprobs(self.model, packed)[0], pad))
+            if cfg.behaviour_logprobs == "trainer":
+                logp, _ = completion_logprobs(self.model, packed, temperature=temp)
+                out["old_logp"].append(F.pad(logp, pad))
             out["old_values"].append(F.pad(completion_values(self.value_model, packed), pad))
             if use_ref:
-                out["ref_logp"].append(F.pad(completion_logprobs(self.ref_model, packed)[0], pad))
-        return {k: torch.cat(v) for k, v in out.items() if v}
+                ref, _ = completion_logprobs(self.ref_model, packed, temperature=temp)
+                out["ref_logp"].append(F.pad(ref, pad))
+        stats = {k: torch.cat(v) for k, v in out.items() if v}
+        if cfg.behaviour_logprobs == "sampler" or cfg.tis_cap is not None:
+            sampled = sampler_logprobs(segments, width).to(stats["old_values"].dtype)
+            stats["old_logp" if cfg.behaviour_logprobs == "sampler" else "sampler_logp"] = sampled
+        return stats
 
-    def step(self, trajectories: list[Trajectory]) -> dict[str, float]:
+    def step(self, batch: PPOBatch | list[Trajectory]) -> dict[str, float]:
         """Run PPO on one batch of rollouts.
 
         Args:
-            trajectories: Rollouts of the current policy; those without token segments
-                (scripted) are skipped.
+            batch: A :class:`PPOBatch` (it carries the sampling temperature), or rollouts of
+                the current policy (``PPOBatch.from_trajectories`` at temperature 1; those
+                without token segments, scripted, are skipped).
 
         Returns:
             Metrics: ``loss``, ``pg_loss``, ``vf_loss``, ``kl``, ``clip_frac``,
@@ -245,18 +294,20 @@ class PPOTrainer:
             token means; averaged over updates), ``grad_norm``,
             ``value_grad_norm`` (before clipping, mean over updates), ``adv_mean``,
             ``adv_std`` (GAE advantages before whitening), ``value_mean``, ``return_mean``,
-            ``rollout_kl`` (token means over the batch's policy tokens), ``tokens``,
-            ``segments``, ``updates``.
+            ``rollout_kl`` (token means over the batch's policy tokens), ``tis_weight`` (mean
+            truncated IS weight; 1 when off), ``tokens``, ``segments``, ``updates``.
 
         Raises:
-            ConfigError: See :meth:`PPOBatch.from_trajectories`.
+            ConfigError: See :meth:`PPOBatch.from_trajectories`; the sampler's logprobs are
+                needed and a segment lacks them; fewer than 2 policy tokens to whiten.
         """
         cfg = self.config
-        batch = PPOBatch.from_trajectories(trajectories)
+        if not isinstance(batch, PPOBatch):
+            batch = PPOBatch.from_trajectories(batch)
         mask = batch.mask
         self.model.train()
         self.value_model.train()
-        stats = self._rollout_stats(batch.segments, mask.shape[1])
+        stats = self._rollout_stats(batch)
         rewards = batch.rewards.to(stats["old_values"].dtype)
         kl = torch.zeros_like(rewards)
         if "ref_logp" in stats:
@@ -274,6 +325,9 @@ class PPOTrainer:
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         data = {"mask": mask, "advantages": advantages, "returns": returns, **stats}
+        if cfg.tis_cap is not None:
+            data["tis"] = truncated_is_weights(data["old_logp"], data.pop("sampler_logp"),
+                                               cfg.tis_cap)
         counts = mask.sum(-1).long()
 
         size = len(batch.segments)
@@ -283,25 +337,27 @@ class PPOTrainer:
         updates = 0
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(size, generator=generator).tolist()
-            for start in range(0, size, per_update):
-                rows = order[start:start + per_update]
-                coef = token_coefficients(counts[rows], batch.segment_trajectory[rows],
-                                          cfg.loss_agg_mode, cfg.weighting, cfg.norm_length)
-                for name, value in self._update(batch.segments, data, rows, coef).items():
+            minibatches = [order[s:s + per_update] for s in range(0, size, per_update)]
+            coefs = update_coefficients(counts, batch.segment_trajectory, minibatches,
+                                        cfg.loss_agg_mode, cfg.weighting, cfg.norm_length)
+            for rows, coef in zip(minibatches, coefs, strict=True):
+                for name, value in self._update(batch, data, rows, coef).items():
                     totals[name] = totals.get(name, 0.0) + value
                 updates += 1
         self.global_step += 1
         return {**{k: v / updates for k, v in totals.items()},
                 "adv_mean": adv_mean, "adv_std": adv_std,
                 "value_mean": token_mean(stats["old_values"]), "return_mean": token_mean(returns),
-                "rollout_kl": token_mean(kl), "tokens": float(n_tokens),
+                "rollout_kl": token_mean(kl),
+                "tis_weight": token_mean(data["tis"]) if "tis" in data else 1.0,
+                "tokens": float(n_tokens),
                 "segments": float(size), "updates": float(updates)}
 
-    def _update(self, segments: list[Segment], data: dict[str, torch.Tensor], rows: list[int],
+    def _update(self, batch: PPOBatch, data: dict[str, torch.Tensor], rows: list[int],
                 coef: torch.Tensor) -> dict[str, float]:
         """One optimizer step of the policy and of the critic on the segments ``rows``, whose
         loss coefficients are ``coef`` ``(len(rows),)``."""
-        cfg = self.config
+        cfg, segments = self.config, batch.segments
         tokens = data["mask"][rows].sum().clamp(min=1)
         self.optimizer.zero_grad(set_to_none=True)
         self.value_optimizer.zero_grad(set_to_none=True)
@@ -312,9 +368,12 @@ class PPOTrainer:
             packed = pack_segments([segments[i] for i in idx], self.pad_token_id)
             d = {k: v[idx, :packed["completion_len"]] for k, v in data.items()}
             weights = d["mask"] * coef[start:start + cfg.micro_batch].unsqueeze(-1)
-            logp, entropy = completion_logprobs(self.model, packed, entropy=True)
-            pg, clipped = clipped_surrogate(logp, d["old_logp"], d["advantages"], cfg.clip_low,
-                                            cfg.clip_high)
+            logp, entropy = completion_logprobs(self.model, packed, entropy=True,
+                                                temperature=batch.temperature)
+            pg, clipped = clipped_surrogate(logp, d["old_logp"].to(logp.dtype), d["advantages"],
+                                            cfg.clip_low, cfg.clip_high)
+            if "tis" in d:
+                pg = pg * d["tis"]
             kl = (kl_divergence(logp, d["ref_logp"], cfg.kl_estimator) if "ref_logp" in d
                   else torch.zeros_like(logp))
             terms = {"pg_loss": (pg * weights).sum(), "kl": (kl * weights).sum()}
