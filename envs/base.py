@@ -9,6 +9,13 @@ Every env subclasses :class:`MemgymEnv` and
 * lists its episode-state attributes in ``state_attrs`` so :meth:`MemgymEnv.snapshot` /
   :meth:`MemgymEnv.restore` can fork an episode exactly;
 * sets ``max_steps``, the declared limit within which every episode terminates or truncates;
+* declares its ``context_mode``: ``"rebuild"`` (the default) when every observation is a fresh
+  prompt (the policy sends it as one user message; every step declares a ``segment_end``), or
+  ``"append"`` when the context grows turn by turn: then ``info["chat"]`` (from ``reset`` and
+  every ``step``) holds the context as chat messages (``role`` ``system`` / ``user`` /
+  ``assistant`` / ``tool``, ``content``), the assistant messages being the actions verbatim, so
+  the policy renders them with its model's chat template and consecutive prompts extend each
+  other token for token until the env edits the context and declares it (``segment_end``);
 * may put gold data for oracle baselines under ``info["privileged"]`` (never in the
   observation: a learned policy never sees it).
 """
@@ -103,6 +110,7 @@ class MemgymEnv(gym.Env[str, str]):
 
     metadata: ClassVar[dict] = {"render_modes": []}
     state_attrs: ClassVar[tuple[str, ...]] = ()
+    context_mode: ClassVar[str] = "rebuild"
     max_steps: int
 
     def snapshot(self) -> EnvSnapshot:

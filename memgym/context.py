@@ -8,8 +8,10 @@ are removed, and so is every assistant message all of whose calls were removed.
 
 Rendering is append-only: the text of a context with one more message is the old text followed
 by the new message's text, so between two edits each prompt extends the previous one (one DCPO
-segment). Tokens are counted as ``ceil(characters / 4)`` of the rendered text, a tokenizer-free
-estimate close to BPE counts on English prose; it is deterministic and cheap.
+segment). :meth:`WorkingContext.chat` gives the same context as chat-template messages, which a
+policy renders with its model's own template (:class:`memgym.rollouts.chat.ChatRenderer`).
+Tokens are counted as ``ceil(characters / 4)`` of the rendered text, a tokenizer-free estimate
+close to BPE counts on English prose; it is deterministic and cheap.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class Message:
         the content and a newline."""
         header = f"<|tool id={self.id}|>" if self.role == "tool" else f"<|{self.role}|>"
         return f"{header}\n{self.content}\n"
+
+    def chat(self) -> dict[str, str]:
+        """The message as a chat-template message: ``{"role", "content"}``. A tool message's
+        content starts with its ``<|tool id=ID|>`` line, so the model sees the id to prune by
+        whatever the template does with the tool role."""
+        if self.role == "tool":
+            return {"role": "tool", "content": self.render().removesuffix("\n")}
+        return {"role": self.role, "content": self.content}
 
     def to_dict(self) -> dict:
         """JSON-ready dict with ``role``, ``content``, ``id``, ``tool_call_ids`` (a list)."""
@@ -118,6 +128,10 @@ class WorkingContext:
     def render(self) -> str:
         """All messages rendered and concatenated (see :meth:`Message.render`)."""
         return "".join(m.render() for m in self._messages)
+
+    def chat(self) -> list[dict[str, str]]:
+        """The messages as chat-template messages (:meth:`Message.chat`), in order."""
+        return [m.chat() for m in self._messages]
 
     def count_tokens(self) -> int:
         """Estimated tokens of :meth:`render` (see :func:`count_tokens`)."""

@@ -29,7 +29,8 @@ SCHEMA_VERSION = 2
 SEGMENT_END_REASONS = ("edit", "overwrite", "end", "prefix_break")
 STANDARD_INFO_KEYS = ("ops", "op_results", "parse_error", "reward_terms", "segment_end",
                       "op_spans")
-UNRECORDED_INFO_KEYS = ("privileged",)  # gold data for oracles: never saved
+# never saved: gold data for oracles; an append env's chat messages (they follow from its state)
+UNRECORDED_INFO_KEYS = ("privileged", "chat")
 
 
 def _json_default(value):

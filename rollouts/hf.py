@@ -23,6 +23,7 @@ from transformers import (
 
 from memgym.engine import ChatMessages, Completion, SamplingParams
 from memgym.errors import EngineError
+from memgym.rollouts.chat import ChatRenderer
 from memgym.rollouts.prefill import prefill
 from memgym.rollouts.prepack import PrepackedLinears
 
@@ -86,6 +87,8 @@ class HFEngine:
     """Batched generation with a transformers causal LM, returning token ids and logprobs.
 
     The model object is shared with the trainer (no weight sync is needed on one machine).
+    Prompts are rendered by a :class:`~memgym.rollouts.chat.ChatRenderer`, so a conversation
+    that continues an earlier generation's keeps that generation's token ids.
     The prompts' shared prefix is prefilled once and their own tokens unpadded
     (:func:`~memgym.rollouts.prefill.prefill`); decoding appends to the KV cache in place
     (:class:`~memgym.rollouts.kv_cache.AppendCache`) and runs the linear layers on prepacked
@@ -105,6 +108,7 @@ class HFEngine:
                  batch_size: int = 16, name: str = "hf") -> None:
         self.model, self.tokenizer, self.batch_size, self.name = model, tokenizer, batch_size, name
         self.tokenizer.padding_side = "left"
+        self.renderer = ChatRenderer(tokenizer)
         self._packs = PrepackedLinears()
         self._lock = threading.Lock()  # generation patches the shared model while it runs
 
@@ -115,19 +119,21 @@ class HFEngine:
         return cls(model, tokenizer, batch_size, name=f"hf:{name_or_path}")
 
     def prompt_ids(self, prompt: ChatMessages) -> list[int]:
-        """Token ids of the chat-templated prompt with the assistant header."""
-        return list(self.tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        """Token ids of the chat-templated prompt with the assistant header (see
+        :meth:`ChatRenderer.prompt`)."""
+        return list(self.renderer.prompt(prompt).ids)
 
     def generate(self, prompts: Sequence[ChatMessages], params: SamplingParams) -> list[Completion]:
         """See :class:`memgym.engine.Engine`. Temperature 0 decodes greedily; logprobs are those
         of the distribution sampled from (logits / temperature, or raw logits when greedy)."""
         if params.seed is not None:
             torch.manual_seed(params.seed)
+        rendered = [self.renderer.prompt(p) for p in prompts]
         out: list[Completion] = []
         for start in range(0, len(prompts), self.batch_size):
-            out += self._generate([self.prompt_ids(p) for p in prompts[start:start +
-                                                                         self.batch_size]], params)
+            out += self._generate([list(r.ids) for r in rendered[start:start + self.batch_size]],
+                                  params)
+        self.renderer.record_all(prompts, rendered, out)
         return out
 
     def _generate(self, ids: list[list[int]], params: SamplingParams) -> list[Completion]:

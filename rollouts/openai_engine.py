@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from memgym.engine import ChatMessages, Completion, SamplingParams
 from memgym.errors import EngineError
+from memgym.rollouts.chat import ChatRenderer
 
 _TOKEN_ID = "token_id:"
 
@@ -49,11 +50,12 @@ class OpenAIEngine:
         self.api_key, self.max_concurrency = api_key, max_concurrency
         self.timeout, self.max_retries = timeout, max_retries
         self.name = name or f"openai:{model}"
+        self.renderer = ChatRenderer(tokenizer)
 
     def prompt_ids(self, prompt: ChatMessages) -> list[int]:
-        """Token ids of the chat-templated prompt with the assistant header."""
-        return list(self.tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        """Token ids of the chat-templated prompt with the assistant header (see
+        :meth:`memgym.rollouts.chat.ChatRenderer.prompt`)."""
+        return list(self.renderer.prompt(prompt).ids)
 
     def generate(self, prompts: Sequence[ChatMessages], params: SamplingParams) -> list[Completion]:
         """See :class:`memgym.engine.Engine`. Blocks; from async code await :meth:`agenerate`.
@@ -73,10 +75,13 @@ class OpenAIEngine:
         async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
                                       timeout=self.timeout, max_retries=self.max_retries) as client:
             async def one(i: int, prompt: ChatMessages) -> Completion:
-                ids = self.prompt_ids(prompt)
+                rendered = self.renderer.prompt(prompt)
                 seed = None if params.seed is None else params.seed + i
                 async with limit:
-                    return await self._complete(client, ids, params, seed)
+                    completion = await self._complete(client, list(rendered.ids), params, seed)
+                self.renderer.record(prompt, rendered, completion.completion_ids,
+                                     completion.text)
+                return completion
 
             return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 

@@ -32,6 +32,7 @@ from vllm.lora.request import LoRARequest
 
 from memgym.engine import ChatMessages, Completion, SamplingParams
 from memgym.errors import EngineError
+from memgym.rollouts.chat import ChatRenderer
 from memgym.rollouts.hf import SMOLLM2, smollm2_path
 
 
@@ -68,14 +69,15 @@ class VLLMEngine:
                        enforce_eager=enforce_eager, seed=seed,
                        logprobs_mode="processed_logprobs", **llm_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.renderer = ChatRenderer(self.tokenizer)
         self.name = name or f"vllm:{model}"
         self.lora: LoRARequest | None = None
         self._lora_ids = itertools.count(1)
 
     def prompt_ids(self, prompt: ChatMessages) -> list[int]:
-        """Token ids of the chat-templated prompt with the assistant header."""
-        return list(self.tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        """Token ids of the chat-templated prompt with the assistant header (see
+        :meth:`memgym.rollouts.chat.ChatRenderer.prompt`)."""
+        return list(self.renderer.prompt(prompt).ids)
 
     def generate(self, prompts: Sequence[ChatMessages], params: SamplingParams) -> list[Completion]:
         """See :class:`memgym.engine.Engine`; all prompts go to vLLM as one batch.
@@ -85,7 +87,8 @@ class VLLMEngine:
         Prompt ``i`` is sampled with seed ``params.seed + i`` (when a seed is set), so repeated
         prompts of a GRPO group still differ. The current LoRA adapter (if any) is applied.
         """
-        ids = [self.prompt_ids(p) for p in prompts]
+        rendered = [self.renderer.prompt(p) for p in prompts]
+        ids = [list(r.ids) for r in rendered]
         sampling = [VLLMSamplingParams(
             max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
             seed=None if params.seed is None else params.seed + i, logprobs=0)
@@ -100,6 +103,7 @@ class VLLMEngine:
                                                                    strict=True))
             result.append(Completion(self.tokenizer.decode(tokens, skip_special_tokens=True),
                                      tuple(prompt), tokens, logprobs))
+        self.renderer.record_all(prompts, rendered, result)
         return result
 
     def completion_logprobs(self, prompt_ids: Sequence[int],

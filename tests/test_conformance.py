@@ -75,6 +75,33 @@ def test_steps_return_the_standard_info_and_end_within_the_limit(env_id):
     assert set(step_info) >= STANDARD_INFO
 
 
+def test_context_mode_is_declared_and_kept(env_id):
+    """A ``rebuild`` env ends a segment on every step; an ``append`` env gives its context as
+    chat messages whose next value extends the last one by the action (verbatim) and the env's
+    replies, until a step declares a segment end."""
+    env = gym.make(env_id)
+    mode = env.unwrapped.context_mode
+    assert mode in ("append", "rebuild")
+    roles = {"system", "user", "assistant", "tool"}
+    for policy in _policies(env_id):
+        obs, info = env.reset(seed=0)
+        for _ in range(env.unwrapped.max_steps):
+            chat = info.get("chat")
+            action = policy.act([obs], [info])[0].text
+            obs, _, terminated, truncated, info = env.step(action)
+            if mode == "rebuild":
+                assert info["segment_end"] is not None and "chat" not in info
+            else:
+                assert all(set(m) == {"role", "content"} and m["role"] in roles
+                           and isinstance(m["content"], str) for m in info["chat"])
+                if info["segment_end"] is None:
+                    turn = len(chat)
+                    assert info["chat"][:turn] == chat
+                    assert info["chat"][turn] == {"role": "assistant", "content": action}
+            if terminated or truncated:
+                break
+
+
 def test_same_seed_and_actions_give_the_same_episode(env_id):
     for policy in _policies(env_id):
         a = _episode(gym.make(env_id), 7, policy, 1000)

@@ -7,13 +7,12 @@ from hypothesis import strategies as st
 from memgym import load_trajectories, write_trajectories
 from memgym.codecs.memact import MemActCodec
 from memgym.context import Message, WorkingContext, count_tokens
-from memgym.engine import Completion
 from memgym.envs import baselines
 from memgym.envs.memact.env import CUE
 from memgym.errors import ConfigError
 from memgym.ops import Answer, EditContext, Retrieve
 from memgym.replay import replay
-from memgym.rollouts import run_episodes
+from memgym.rollouts import TokenizedPolicy, run_episodes
 
 ENV_ID = "memgym/MemAct-v0"
 codec = MemActCodec()
@@ -222,31 +221,21 @@ def test_baselines_rank_and_pool_holds_gold_paragraphs():
     assert len(env.pool) == 50 and set(env.pool_data.own[env.question_index]) <= env.pool
 
 
-class _CharTokens:
-    """Wraps a scripted policy; token ids are character codes, so DCPO's prefix test applies."""
-
-    def __init__(self, policy):
-        self.policy, self.name = policy, policy.name
-
-    def act(self, observations, infos):
-        out = []
-        for obs, c in zip(observations, self.policy.act(observations, infos), strict=True):
-            ids = [ord(ch) for ch in c.text]
-            out.append(Completion(c.text, tuple(ord(ch) for ch in obs), tuple(ids),
-                                  (0.0,) * len(ids)))
-        return out
-
-
-def test_segments_split_at_prunes_and_replay_round_trips(tmp_path):
-    policy = baselines(ENV_ID)["oracle"]()
-    (traj,) = run_episodes(ENV_ID, {}, _CharTokens(policy), [7], progress=False)
+def test_segments_split_at_prunes_and_replay_round_trips(tmp_path, smollm2):
+    """The seed-7 oracle episode (search, search, prune, answer) recorded as SmolLM2 token ids
+    under its real chat template: two segments, the pre-edit context then the last step."""
+    policy = TokenizedPolicy(baselines(ENV_ID)["oracle"](), smollm2[1])
+    (traj,) = run_episodes(ENV_ID, {}, policy, [7], progress=False)
+    assert [type(op).__name__ for s in traj.steps for op in codec.decode(s.action).ops] == [
+        "Retrieve", "Retrieve", "EditContext", "Answer"]
     segments = traj.segments
-    assert [s.end_reason for s in segments] == ["edit", "end"]
-    assert [(s.step_start, s.step_end) for s in segments] == [(0, 3), (3, 4)]
+    assert [(s.step_start, s.step_end, s.end_reason) for s in segments] == [
+        (0, 3, "edit"), (3, 4, "end")]
     first = segments[0]  # search, search, prune: the pre-edit context, one sample
-    assert sum(first.loss_mask) == sum(len(s.action) for s in traj.steps[:3])
-    assert first.prompt_ids + first.completion_ids == [
-        ord(ch) for ch in traj.steps[2].observation + traj.steps[2].action]
+    assert sum(first.loss_mask) == sum(len(s.completion_ids) for s in traj.steps[:3])
+    assert first.prompt_ids + first.completion_ids == (traj.steps[2].prompt_ids
+                                                       + traj.steps[2].completion_ids)
+    assert first.prompt_ids == traj.steps[0].prompt_ids
     trajs = [traj]
     for cls in baselines(ENV_ID).values():
         trajs += run_episodes(ENV_ID, {"split": "test"}, cls(), [0, 1], progress=False)

@@ -52,7 +52,13 @@ class MemActEnv(MemgymEnv):
     ``max_action_chars``. Text that does not parse applies no op and is penalized.
 
     ## Observation Space
-    ``Text`` over :data:`memgym.envs.base.CHARSET`: the rendered working context (system
+    ``Text`` over :data:`memgym.envs.base.CHARSET`. The env's ``context_mode`` is ``"append"``:
+    ``info["chat"]`` holds the working context as chat messages (:meth:`WorkingContext.chat`:
+    system instructions, the question as the user message, each assistant message verbatim and
+    each tool result as a ``tool`` message that starts with its ``<|tool id=ID|>`` line), which
+    an LLM policy renders with its own chat template, so between two edits each prompt extends
+    the previous prompt + completion token for token. The observation is the same context as
+    text (for logs and replay): the rendered working context (system
     instructions, ``Question: ...``, then each assistant message and tool result as
     ``<|role|>`` / ``<|tool id=ID|>`` blocks, see :class:`memgym.context.Message`) followed by
     the cue ``<|assistant|>\\n``. Between two edits, observation t+1 is observation t + the
@@ -83,7 +89,8 @@ class MemActEnv(MemgymEnv):
     :func:`memgym.context.count_tokens`), ``peak_context_tokens``, ``num_prunes`` (applied
     prunes), ``messages`` (the context as :meth:`Message.to_dict` dicts), on the last step
     ``end_reason`` (``answer``, ``context_overflow``, ``max_steps``), ``prediction`` and
-    ``correct``; ``privileged`` holds ``answers`` (gold aliases) and ``supporting_titles``.
+    ``correct``; ``chat`` (see Observation Space; not recorded in trajectory files: it follows
+    from ``messages``); ``privileged`` holds ``answers`` (gold aliases) and ``supporting_titles``.
 
     ## Arguments
     ``split`` (``train`` / ``val`` / ``test``), ``pool_size`` (paragraphs per episode, >= 10;
@@ -94,11 +101,13 @@ class MemActEnv(MemgymEnv):
     ``max_action_chars``.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version; ``info["chat"]`` and ``context_mode`` added later (observations,
+      rewards and recorded ``info`` unchanged: saved v0 trajectories still replay).
     """
 
     state_attrs = ("question_index", "pool", "context", "used_ids", "t", "num_prunes",
                    "peak_tokens", "outcome")
+    context_mode = "append"
 
     def __init__(self, split: str = "train", pool_size: int | None = 200,
                  max_context_tokens: int = 2048, max_steps: int = 16, max_topk: int = 5,
@@ -157,6 +166,7 @@ class MemActEnv(MemgymEnv):
                 "context_tokens": self.context.count_tokens(),
                 "peak_context_tokens": self.peak_tokens, "num_prunes": self.num_prunes,
                 "messages": [m.to_dict() for m in self.context.messages],
+                "chat": self.context.chat(),
                 "privileged": {"answers": [q.answer], "supporting_titles": supporting}}
 
     def reset(self, *, seed: int | None = None,

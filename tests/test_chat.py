@@ -1,0 +1,98 @@
+"""Token-faithful chat prompts with SmolLM2's real tokenizer and chat template: a prompt that
+continues a generation extends its prompt + completion ids exactly, so a MemAct rollout is cut
+into segments only where the env edits its context."""
+
+from __future__ import annotations
+
+import pytest
+
+from memgym.engine import SamplingParams
+from memgym.rollouts import LLMPolicy, TokenizedPolicy, run_episodes
+from memgym.rollouts.chat import ChatRenderer, chat_prompt
+
+MEMACT = "memgym/MemAct-v0"
+SYSTEM = [{"role": "system", "content": "You search."}, {"role": "user", "content": "Who?"}]
+ACTION = 'Searching: <tool_call>{"name": "search"}</tool_call>'
+
+
+@pytest.fixture(scope="module")
+def tok(smollm2):
+    return smollm2[1]
+
+
+def _char_ids(tok, text):
+    """Real token ids of ``text`` one character at a time: decodes to ``text`` but is not the
+    tokenizer's own (canonical) tokenization, as a sampled completion need not be."""
+    return [i for ch in text for i in tok(ch, add_special_tokens=False)["input_ids"]]
+
+
+def test_next_prompt_extends_the_sampled_ids_not_a_re_tokenization(tok):
+    renderer = ChatRenderer(tok)
+    prompt = renderer.prompt(SYSTEM)
+    assert list(prompt.ids) == tok.apply_chat_template(SYSTEM, add_generation_prompt=True,
+                                                       tokenize=True, return_dict=True)[
+        "input_ids"]
+    completion = [*_char_ids(tok, ACTION), tok.eos_token_id]
+    assert completion[:-1] != tok(ACTION, add_special_tokens=False)["input_ids"]
+    renderer.record(SYSTEM, prompt, completion, ACTION)
+    turn = [*SYSTEM, {"role": "assistant", "content": ACTION},
+            {"role": "tool", "content": "[1] Ann"}]
+    nxt = renderer.prompt(turn)
+    head = list(prompt.ids) + completion
+    assert list(nxt.ids[:len(head)]) == head
+    assert tok.decode(list(nxt.ids)) == tok.apply_chat_template(turn, add_generation_prompt=True,
+                                                                tokenize=False)
+    # without the remembered ids the same conversation is re-tokenized and does not extend
+    assert list(ChatRenderer(tok).prompt(turn).ids[:len(head)]) != head
+
+
+def test_cut_completion_edited_context_and_other_text_are_tokenized_whole(tok):
+    renderer = ChatRenderer(tok)
+    prompt = renderer.prompt(SYSTEM)
+    cut = tok(ACTION, add_special_tokens=False)["input_ids"][:5]  # max_new_tokens: no EOS
+    text = tok.decode(cut)
+    renderer.record(SYSTEM, prompt, cut, text)
+    turn = [*SYSTEM, {"role": "assistant", "content": text}, {"role": "tool", "content": "ok"}]
+    nxt = renderer.prompt(turn)
+    assert list(nxt.ids[:len(prompt.ids) + 5]) == list(prompt.ids) + cut
+    assert nxt.ids[len(prompt.ids) + 5] == tok.eos_token_id  # the template closes the turn
+    whole = [*SYSTEM, {"role": "assistant", "content": text + "!"}]  # not what was generated
+    assert list(renderer.prompt(whole).ids) == tok.apply_chat_template(
+        whole, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+
+
+def test_chat_prompt_uses_the_env_chat_else_one_user_message():
+    assert chat_prompt("obs", {}) == [{"role": "user", "content": "obs"}]
+    assert chat_prompt("obs", {"chat": SYSTEM}) == SYSTEM
+
+
+def test_scripted_memact_rollouts_break_no_prefix(tok):
+    """Every MemAct baseline, recorded as SmolLM2 token ids: one segment per applied prune plus
+    the last, never a prefix break, and each segment one token-exact sample."""
+    from memgym.envs import baselines
+
+    for cls in baselines(MEMACT).values():
+        for traj in run_episodes(MEMACT, {"split": "val"}, TokenizedPolicy(cls(), tok),
+                                 range(6), progress=False):
+            edits = sum(s.segment_end == "edit" for s in traj.steps)
+            assert [s.end_reason for s in traj.segments] == ["edit"] * edits + ["end"]
+            for seg in traj.segments:
+                last = traj.steps[seg.step_end - 1]
+                assert seg.prompt_ids + seg.completion_ids == (last.prompt_ids
+                                                               + last.completion_ids)
+
+
+@pytest.mark.slow
+def test_llm_memact_rollout_breaks_no_prefix(engine):
+    """SmolLM2 sampling at temperature 1 for 4 steps of 4 episodes: each episode is cut only
+    where it prunes, and each segment's tokens are exactly its last prompt + completion."""
+    params = SamplingParams(max_new_tokens=40, temperature=1.0, seed=0)
+    trajs = run_episodes(MEMACT, {"max_steps": 4}, LLMPolicy(engine, params), range(4),
+                         progress=False)
+    assert sum(len(t.steps) for t in trajs) > 4  # several steps share a segment
+    for traj in trajs:
+        edits = sum(s.segment_end == "edit" for s in traj.steps)
+        assert [s.end_reason for s in traj.segments] == ["edit"] * edits + ["end"]
+        for seg in traj.segments:
+            last = traj.steps[seg.step_end - 1]
+            assert seg.prompt_ids + seg.completion_ids == last.prompt_ids + last.completion_ids
