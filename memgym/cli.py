@@ -30,11 +30,12 @@ def _kv(pairs: list[str] | None) -> dict:
     return out
 
 
-def _check_policy(env_id: str, spec: str) -> bool:
+def _check_policy(env_id: str, spec: str, tokenizer: str | None = None) -> bool:
     """Whether ``spec`` names a baseline of ``env_id`` (else an LLM).
 
     Raises:
-        PolicyError: ``spec`` is neither a baseline, ``smollm2`` nor a directory.
+        PolicyError: ``spec`` is neither a baseline, ``smollm2`` nor a directory, or it is an
+            LLM and ``tokenizer`` is given (an LLM records its own token ids).
     """
     from memgym.envs import baselines
 
@@ -46,15 +47,31 @@ def _check_policy(env_id: str, spec: str) -> bool:
     if spec != SMOLLM2 and not Path(spec).is_dir():
         raise PolicyError(f"policy must be one of {[*scripted, SMOLLM2]} or a model "
                           f"directory, got {spec!r}")
+    if tokenizer is not None:
+        raise PolicyError(f"--tokenizer records a scripted policy's actions as token ids; "
+                          f"{spec!r} is an LLM, which records its own")
     return False
 
 
-def _policy(env_id: str, spec: str, temperature: float, max_new_tokens: int, seed: int):
-    """A baseline of ``env_id`` by name, or an LLM policy: ``smollm2`` or a model directory."""
+def _policy(env_id: str, spec: str, temperature: float, max_new_tokens: int, seed: int,
+            tokenizer: str | None = None):
+    """A baseline of ``env_id`` by name (its actions recorded as token ids under
+    ``tokenizer``'s chat template when given), or an LLM policy: ``smollm2`` or a model
+    directory.
+
+    Raises:
+        PolicyError: See :func:`_check_policy`.
+    """
     from memgym.envs import baselines
 
-    if _check_policy(env_id, spec):
-        return baselines(env_id)[spec]()
+    if _check_policy(env_id, spec, tokenizer):
+        scripted = baselines(env_id)[spec]()
+        if tokenizer is None:
+            return scripted
+        from memgym.rollouts import TokenizedPolicy
+        from memgym.rollouts.hf import load_tokenizer
+
+        return TokenizedPolicy(scripted, load_tokenizer(tokenizer))
     from memgym.engine import SamplingParams
     from memgym.rollouts import LLMPolicy
     from memgym.rollouts.hf import HFEngine
@@ -85,6 +102,10 @@ def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to
                      "or ray://host:port; env workers and the policy become actors")] = None,
             env_workers: Annotated[int, typer.Option(
                 help="With --ray-address: env-worker actors (NUM_ENVS envs in all)")] = 2,
+            tokenizer: Annotated[str | None, typer.Option(
+                help="Record a scripted policy's actions as token ids under this model's chat "
+                     "template ('smollm2' or a model directory), as its own completions would "
+                     "be: the trajectories get training segments (SFT warm start)")] = None,
             ) -> None:
     """Run episodes (seeds SEED..SEED+EPISODES-1) and save their trajectories."""
     from memgym.train import summarize
@@ -94,7 +115,7 @@ def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to
     if ray_address is None:
         from memgym.rollouts import run_episodes
 
-        agent = _policy(env_id, policy, temperature, max_new_tokens, seed)
+        agent = _policy(env_id, policy, temperature, max_new_tokens, seed, tokenizer)
         trajs = run_episodes(env_id, _kv(env_kw), agent, seeds, num_envs=num_envs)
     else:
         from functools import partial
@@ -102,10 +123,10 @@ def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to
         from memgym.rollouts.ray_config import RolloutConfig
         from memgym.rollouts.ray_runner import RayRolloutRunner
 
-        _check_policy(env_id, policy)  # fail here, not in an actor's constructor
+        _check_policy(env_id, policy, tokenizer)  # fail here, not in an actor's constructor
         config = RolloutConfig(ray_address=ray_address, env_workers=env_workers,
                                envs_per_worker=-(-num_envs // env_workers), max_batch=num_envs)
-        factory = partial(_policy, env_id, policy, temperature, max_new_tokens, seed)
+        factory = partial(_policy, env_id, policy, temperature, max_new_tokens, seed, tokenizer)
         with RayRolloutRunner(env_id, _kv(env_kw), factory, config) as runner:
             trajs = runner.run(seeds)
     write_trajectories(trajs, out)

@@ -60,19 +60,32 @@ def smollm2_path() -> Path:
     return target
 
 
+def _model_dir(name_or_path: str) -> Path:
+    path = smollm2_path() if name_or_path == SMOLLM2 else Path(name_or_path)
+    if not (path / "config.json").is_file():
+        raise EngineError(f"expected a model directory with config.json, got {path}")
+    return path
+
+
+def load_tokenizer(name_or_path: str = SMOLLM2) -> PreTrainedTokenizer:
+    """The tokenizer (left padding) of a local model directory, or of ``"smollm2"``.
+
+    Raises:
+        EngineError: The path does not hold a model.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(_model_dir(name_or_path))
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
 def load_model(name_or_path: str = SMOLLM2) -> tuple[PreTrainedModel, PreTrainedTokenizer]:
     """Load a causal LM and its tokenizer from a local path, or ``"smollm2"`` (default policy).
 
     Raises:
         EngineError: The path does not hold a model.
     """
-    path = smollm2_path() if name_or_path == SMOLLM2 else Path(name_or_path)
-    if not (path / "config.json").is_file():
-        raise EngineError(f"expected a model directory with config.json, got {path}")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return model, tokenizer
+    model = AutoModelForCausalLM.from_pretrained(_model_dir(name_or_path), dtype=torch.float32)
+    return model, load_tokenizer(name_or_path)
 
 
 def _common_prefix(rows: Sequence[Sequence[int]]) -> int:

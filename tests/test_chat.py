@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from memgym.engine import SamplingParams
+from memgym.errors import PolicyError
 from memgym.rollouts import LLMPolicy, TokenizedPolicy, run_episodes
 from memgym.rollouts.chat import ChatRenderer, chat_prompt
 
@@ -96,3 +97,26 @@ def test_llm_memact_rollout_breaks_no_prefix(engine):
         for seg in traj.segments:
             last = traj.steps[seg.step_end - 1]
             assert seg.prompt_ids + seg.completion_ids == last.prompt_ids + last.completion_ids
+
+
+def test_cli_rollout_records_scripted_tokens_that_segment_and_replay(tmp_path, tok):
+    """`memgym rollout ENV --policy oracle --tokenizer smollm2`: token segments under SmolLM2's
+    template (one per prune plus the last), saved and replayed exactly; an LLM policy with
+    --tokenizer is refused."""
+    from typer.testing import CliRunner
+
+    from memgym import load_trajectories
+    from memgym.cli import app
+    from memgym.trajectory import trajectories_from_frame
+
+    out = tmp_path / "oracle.parquet"
+    args = ["rollout", MEMACT, "--policy", "oracle", "--episodes", "3", "--out", str(out)]
+    assert CliRunner().invoke(app, [*args, "--tokenizer", "smollm2"]).exit_code == 0
+    for traj in trajectories_from_frame(load_trajectories(out)):
+        assert [s.end_reason for s in traj.segments] == ["edit", "end"]
+        assert sum(traj.segments[1].loss_mask) == len(traj.segments[1].completion_ids)
+        text = tok.decode(traj.segments[1].completion_ids, skip_special_tokens=True)
+        assert text == traj.steps[-1].action
+    assert CliRunner().invoke(app, ["replay", str(out), "--verify"]).exit_code == 0
+    refused = CliRunner().invoke(app, [*args[:3], "smollm2", *args[4:], "--tokenizer", "smollm2"])
+    assert isinstance(refused.exception, PolicyError) and "--tokenizer" in str(refused.exception)
