@@ -395,7 +395,7 @@ class GRPOTrainer:
                     per_token = per_token * tis
                 if cfg.beta > 0 and cfg.kl_mode == "loss":
                     per_token = per_token + cfg.beta * kl
-                weights = mask * coef[start:start + cfg.micro_batch].to(mask.dtype).unsqueeze(-1)
+                weights = mask * coef[start:start + cfg.micro_batch].to(logp.dtype).unsqueeze(-1)
                 loss = (per_token * weights).sum()
                 loss.backward()
                 sums["loss"] += loss.item() / len(updates)
