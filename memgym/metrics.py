@@ -183,3 +183,30 @@ def training_row(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     row = {f"op_{k}": float(table[f"op_{k}"].mean()) for k in OP_KINDS}
     row.update({f"mem_{c}": float(table[c].mean()) for c in TRAINING_COLUMNS})
     return row
+
+
+def rollout_diagnostics(trajectories: Sequence[Trajectory], max_new_tokens: int,
+                        eos_token_id: int | None) -> dict[str, float]:
+    """Per-iteration checks of the rollout→training contract (logged as ``rollout_*``).
+
+    Args:
+        trajectories: One iteration's rollouts.
+        max_new_tokens: The sampling limit on completion tokens.
+        eos_token_id: The tokenizer's EOS id (a completion ending with it was not cut).
+
+    Returns:
+        ``rollout_segments_per_trajectory`` (mean token segments per trajectory),
+        ``rollout_prefix_breaks`` (segments cut because a prompt did not extend the previous
+        prompt + completion: with chat-native envs and a :class:`~memgym.rollouts.chat.
+        ChatRenderer` engine this stays 0), ``rollout_truncated_rate`` (completions cut at
+        ``max_new_tokens`` without EOS / completions; their loss tokens are kept), each NaN
+        when there is nothing to count.
+    """
+    segments = [s for t in trajectories for s in t.segments]
+    completions = [s.completion_ids for t in trajectories for s in t.steps if s.completion_ids]
+    cut = sum(len(ids) >= max_new_tokens and ids[-1] != eos_token_id for ids in completions)
+    return {
+        "rollout_segments_per_trajectory": (len(segments) / len(trajectories)
+                                            if trajectories else float("nan")),
+        "rollout_prefix_breaks": float(sum(s.end_reason == "prefix_break" for s in segments)),
+        "rollout_truncated_rate": cut / len(completions) if completions else float("nan")}

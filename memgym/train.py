@@ -37,7 +37,7 @@ from memgym.config import LoraConfig, TrainConfig
 from memgym.engine import SamplingParams
 from memgym.envs import baselines
 from memgym.errors import ConfigError
-from memgym.metrics import OP_KINDS, training_row
+from memgym.metrics import OP_KINDS, rollout_diagnostics, training_row
 from memgym.rollouts import LLMPolicy, Policy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
 from memgym.trainers.checkpoint import (
@@ -325,6 +325,7 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,
                "parse_error_rate": summary.parse_error_rate, **stats, **training_row(trajs),
+               **rollout_diagnostics(trajs, sampling.max_new_tokens, tokenizer.eos_token_id),
                "rollout_seconds": rollout_seconds, "seconds": time.perf_counter() - tick}
         for name in trajs[0].reward_terms:
             row[f"reward_{name}"] = float(np.mean([t.reward_terms[name] for t in trajs]))

@@ -84,3 +84,24 @@ def test_summaries_of_scripted_rollouts():
     assert set(row) >= {"op_add", "mem_bank_size_final", "mem_write_read_hit_rate"}
     with pytest.raises(ConfigError, match="by must be"):
         summarize(trajs, by="seed")
+
+
+def test_rollout_diagnostics_count_segments_prefix_breaks_and_cut_completions():
+    from memgym.metrics import rollout_diagnostics
+    from memgym.trajectory import Step, Trajectory, build_segments
+
+    def step(i, prompt, completion, end=None):
+        return Step(i, "", "", segment_end=end, prompt_ids=prompt, completion_ids=completion,
+                    logprobs=[0.0] * len(completion))
+
+    eos = 2
+    steps = [step(0, [1, 5], [7, 7, 7]),  # cut: 3 tokens, no EOS
+             step(1, [1, 5, 7, 7, 7, 9], [8, eos]),  # extends step 0
+             step(2, [4], [6, 6, eos], "end")]  # does not extend: prefix break; 3 with EOS
+    a = Trajectory("e", 0, {}, "p", steps, segments=build_segments(steps))
+    b = Trajectory("e", 1, {}, "p", [step(0, [1], [3], "end")])
+    b.segments = build_segments(b.steps)
+    row = rollout_diagnostics([a, b], max_new_tokens=3, eos_token_id=eos)
+    assert [s.end_reason for s in a.segments] == ["prefix_break", "end"]
+    assert row == {"rollout_segments_per_trajectory": 1.5, "rollout_prefix_breaks": 1.0,
+                   "rollout_truncated_rate": 0.25}
