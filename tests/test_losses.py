@@ -16,6 +16,7 @@ from memgym.trainers import (
     kl_divergence,
     memory_mask,
     token_coefficients,
+    update_coefficients,
 )
 from memgym.trajectory import Segment, Step, Trajectory, build_segments
 
@@ -107,6 +108,32 @@ def test_one_segment_per_trajectory_is_the_unsegmented_loss(mode):
     counts, owner = torch.tensor([5, 1, 7]), torch.tensor([0, 1, 2])
     assert token_coefficients(counts, owner, mode, "trajectory", 10).tolist() == \
         token_coefficients(counts, owner, mode, "segment", 10).tolist()
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+@pytest.mark.parametrize("weighting", ["trajectory", "segment", "token"])
+def test_updates_keep_each_trajectorys_full_batch_weight(mode, weighting):
+    # 3 updates that split trajectory 0 (segments 0, 1, 2) and trajectory 1 (3, 4) apart
+    counts, owner = torch.tensor([2, 4, 3, 1, 5, 2]), torch.tensor([0, 0, 0, 1, 1, 2])
+    updates = [[0, 3], [1, 5], [2, 4]]
+    full = token_coefficients(counts, owner, mode, weighting, 10)
+    parts = update_coefficients(counts, owner, updates, mode, weighting, 10)
+    per_update = [_trajectory_weights(torch.zeros(6, dtype=torch.float64).index_put_(
+        (torch.tensor(u),), c), counts, owner) for u, c in zip(updates, parts, strict=True)]
+    totals = torch.tensor(per_update).sum(0)
+    assert totals.tolist() == pytest.approx((3 * torch.tensor(
+        _trajectory_weights(full, counts, owner))).tolist())
+    # coefficients computed per update count a split trajectory once per update it is in
+    if mode != "token-mean" and weighting != "token":
+        local = [token_coefficients(counts[u], owner[u], mode, weighting, 10) * 3
+                 for u in updates]
+        local_totals = torch.tensor([_trajectory_weights(torch.zeros(6, dtype=torch.float64)
+                                                         .index_put_((torch.tensor(u),), c),
+                                                         counts, owner)
+                                     for u, c in zip(updates, local, strict=True)]).sum(0)
+        assert local_totals.tolist() != pytest.approx(totals.tolist())
+    with pytest.raises(ConfigError, match="partition"):
+        update_coefficients(counts, owner, [[0, 1], [1, 2, 3, 4, 5]], mode, weighting, 10)
 
 
 def test_token_coefficients_errors():

@@ -2,6 +2,7 @@
 end-to-end run on real SmolLM2 rollouts of MemAgent-v0."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -10,9 +11,12 @@ from memgym.engine import SamplingParams
 from memgym.envs.sources import FiniteSource, QAItem, StreamItem, TaskInstance
 from memgym.errors import ConfigError
 from memgym.rollouts import LLMPolicy, run_episodes
+from memgym.trainers.logprobs import completion_logprobs, pack_segments
 from memgym.trainers.ppo import PPOBatch, PPOConfig, PPOTrainer, step_end_columns
 from memgym.trainers.value import value_model_from_policy
 from memgym.trajectory import Segment, Step, Trajectory
+
+from .tiny_models import tiny_llama
 
 
 def _trajectory(seed: int, owner_offset: int = 0) -> Trajectory:
@@ -90,6 +94,110 @@ def _copies(model):
 
 def _grads(trainer):
     return [p.grad.clone() for p in (*trainer.params, *trainer.value_params)]
+
+
+@pytest.fixture(scope="module")
+def tiny_pair():
+    """A tiny random float64 Llama over the ids of :func:`_trajectory` and its critic (with a
+    non-zero head, so that values and value gradients are not 0)."""
+    policy = tiny_llama(vocab_size=5000, seed=3)
+    critic = value_model_from_policy(policy)
+    with torch.no_grad():
+        critic.score.weight.copy_(torch.linspace(-0.5, 0.5, critic.score.weight.numel()))
+    return policy, critic
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-5) -> bool:
+    """Equal up to float32 rounding inside the model (Llama's RMSNorm runs in float32, so
+    another packing of the same segments moves gradients by ~1e-7 of their norm)."""
+    return float((a - b).norm()) <= rel * float(b.norm())
+
+
+def _recorded_step(policy, critic, config, batch, ref=None):
+    """(stats, policy gradients, critic gradients) of each update of one step; the optimizers
+    only record, so the models stay as they were."""
+    trainer = PPOTrainer(policy, 0, config, ref_model=ref, value_model=critic)
+    seen: dict[str, list[torch.Tensor]] = {"policy": [], "critic": []}
+
+    def recorder(name, params):
+        return lambda: seen[name].append(torch.cat([p.grad.flatten() for p in params]))
+
+    trainer.optimizer.step = recorder("policy", trainer.params)
+    trainer.value_optimizer.step = recorder("critic", trainer.value_params)
+    return trainer.step(batch), seen["policy"], seen["critic"]
+
+
+@pytest.mark.parametrize("mode", ["seq-mean-token-mean", "seq-mean-token-sum", "token-mean"])
+def test_mini_batches_keep_each_trajectorys_weight(tiny_pair, mode):
+    # 4 trajectories of 2 segments in 4 shuffled mini-batches of 2 segments: a trajectory's
+    # segments may land in different mini-batches. With whole-batch coefficients the
+    # mini-batches' gradients (ratio 1: the optimizers do not move) sum to 4 × the one-update
+    # gradient; coefficients per mini-batch counted a split trajectory once per mini-batch.
+    batch = PPOBatch.from_trajectories([_trajectory(s) for s in range(4)], temperature=0.7)
+    common = {"loss_agg_mode": mode, "weighting": "trajectory", "max_grad_norm": 1e9,
+              "seed": 1}
+    full = _recorded_step(*tiny_pair, PPOConfig(micro_batch=8, **common), batch)
+    split = _recorded_step(*tiny_pair, PPOConfig(micro_batch=1, grad_accum=2, **common), batch)
+    assert full[0]["updates"] == 1 and split[0]["updates"] == 4
+    for whole, parts in ((full[1], split[1]), (full[2], split[2])):
+        (whole,) = whole
+        assert _close(sum(parts), 4 * whole)
+
+
+def test_ppo_scores_old_new_and_reference_logprobs_at_the_batch_temperature(tiny_pair):
+    # The reference is the policy itself: at one temperature everywhere, the KL to it is 0 and
+    # the ratio 1 (nothing clipped in a 1e-4 clip range); any logprob at another temperature
+    # breaks both.
+    policy, critic = tiny_pair
+    batch = PPOBatch.from_trajectories([_trajectory(s) for s in range(2)], temperature=0.7)
+    config = PPOConfig(kl_coef=0.1, kl_loss_coef=0.1, kl_estimator="k3", clip_low=1e-4,
+                       clip_high=1e-4, micro_batch=2)
+    stats, _, _ = _recorded_step(policy, critic, config, batch, ref=policy)
+    assert stats["rollout_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert stats["kl"] == pytest.approx(0.0, abs=1e-12)
+    assert stats["clip_frac"] == 0.0
+    cold = PPOBatch.from_trajectories([_trajectory(s) for s in range(2)], temperature=0.3)
+    assert _recorded_step(policy, critic, config, cold, ref=policy)[0]["entropy"] < stats[
+        "entropy"]
+
+
+def _with_sampler_logprobs(policy, trajectories, temperature, shift):
+    """The trajectories with each segment's sampler logprobs set to the policy's at
+    ``temperature`` minus ``shift`` (0 at env tokens)."""
+    for traj in trajectories:
+        for seg in traj.segments:
+            with torch.no_grad():
+                logp, _ = completion_logprobs(policy, pack_segments([seg], 0),
+                                              temperature=temperature)
+            seg.logprobs = [(lp - shift) * m for lp, m in zip(logp[0].tolist(), seg.loss_mask,
+                                                               strict=True)]
+    return trajectories
+
+
+def test_ppo_sampler_behaviour_logprobs_and_truncated_is(tiny_pair):
+    policy, critic = tiny_pair
+    config = {"micro_batch": 4, "max_grad_norm": 1e9}
+    exact = PPOBatch.from_trajectories(
+        _with_sampler_logprobs(policy, [_trajectory(s) for s in range(2)], 0.7, 0.0), 0.7)
+    _, (trainer_grad,), (trainer_value,) = _recorded_step(policy, critic, PPOConfig(**config),
+                                                          exact)
+    _, (sampler_grad,), _ = _recorded_step(
+        policy, critic, PPOConfig(behaviour_logprobs="sampler", **config), exact)
+    assert _close(sampler_grad, trainer_grad)
+    # the engine's logprobs lower by log 2: every weight exp(log 2) = 2 is capped at 1.5, so the
+    # policy gradient is 1.5 × the uncorrected one and the critic's is unchanged
+    halved = PPOBatch.from_trajectories(
+        _with_sampler_logprobs(policy, [_trajectory(s) for s in range(2)], 0.7, math.log(2)),
+        0.7)
+    stats, (tis_grad,), (tis_value,) = _recorded_step(
+        policy, critic, PPOConfig(tis_cap=1.5, **config), halved)
+    assert stats["tis_weight"] == pytest.approx(1.5)
+    assert _close(tis_grad, 1.5 * trainer_grad) and not _close(tis_grad, trainer_grad, 0.1)
+    assert _close(tis_value, trainer_value)
+    with pytest.raises(ConfigError, match="sampler logprobs"):
+        traj = _trajectory(0)
+        traj.segments[0].logprobs = []
+        _recorded_step(policy, critic, PPOConfig(tis_cap=2.0), PPOBatch.from_trajectories([traj]))
 
 
 @pytest.mark.slow

@@ -121,7 +121,7 @@ def sampler_logprobs(segments: list[Segment], width: int) -> torch.Tensor:
         width: Columns C ≥ every completion's length.
 
     Returns:
-        ``(B, C)`` float32.
+        ``(B, C)`` float64 (cast it to the logprobs' dtype).
 
     Raises:
         ConfigError: A segment's logprobs do not cover its completion (e.g. a scripted policy's
@@ -137,7 +137,7 @@ def sampler_logprobs(segments: list[Segment], width: int) -> torch.Tensor:
                    if m):
             raise ConfigError(f"segment {s.index} has non-finite sampler logprobs")
         rows.append(list(s.logprobs) + [0.0] * (width - len(s.logprobs)))
-    return torch.tensor(rows, dtype=torch.float32).reshape(len(segments), width)
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(segments), width)
 
 
 def truncated_is_weights(trainer_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
