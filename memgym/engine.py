@@ -40,12 +40,16 @@ class Completion:
         completion_ids: Generated token ids (int), up to and including EOS if produced.
         logprobs: Logprob (float, nats) of each completion token under the sampling
             distribution, same length as ``completion_ids``.
+        offsets: Character offset in ``text`` where each completion token ends (int, same
+            length as ``completion_ids``), so env-side character spans of the action map to
+            the engine's tokens (memory-token credit); empty when not known.
     """
 
     text: str
     prompt_ids: tuple[int, ...] = field(default=())
     completion_ids: tuple[int, ...] = field(default=())
     logprobs: tuple[float, ...] = field(default=())
+    offsets: tuple[int, ...] = field(default=())
 
 
 class Engine(Protocol):

@@ -1,8 +1,9 @@
 """Steps, segments and trajectories, and their Parquet form (one row per segment).
 
 Schema history (``memgym.schema_version`` in the Parquet metadata): version 1 had no
-``parent_id`` / ``parent_step`` columns and no step ``info``; :func:`load_trajectories` migrates
-it (``""`` / ``-1`` / info not recorded). Other versions are refused with a :class:`SchemaError`.
+``parent_id`` / ``parent_step`` columns and no step ``info``; version 2 no ``memory_mask``;
+:func:`load_trajectories` migrates both (``""`` / ``-1`` / info not recorded / memory mask not
+recorded, ``[]``). Other versions are refused with a :class:`SchemaError`.
 
 A *segment* is a contiguous run of steps whose prompts share a growing prefix; it is trained as
 one prompt+completion sample (DCPO, MemAct). The env declares where a segment ends
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from memgym.errors import SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SEGMENT_END_REASONS = ("edit", "overwrite", "end", "prefix_break")
 STANDARD_INFO_KEYS = ("ops", "op_results", "parse_error", "reward_terms", "segment_end",
                       "op_spans")
@@ -34,9 +35,7 @@ UNRECORDED_INFO_KEYS = ("privileged", "chat")
 
 
 def _json_default(value):
-    if isinstance(value, np.generic | np.ndarray):
-        return value.tolist()
-    return str(value)
+    return value.tolist() if isinstance(value, np.generic | np.ndarray) else str(value)
 
 
 _ENCODER = json.JSONEncoder(default=_json_default)
@@ -81,8 +80,10 @@ class Step:
         info: Env-specific extras of the ``info`` this step returned (:func:`info_extras`, e.g.
             ``bank_size``, ``qa``); None when not recorded (schema-1 files).
         op_spans: ``[start, end)`` character spans of the memory-op payloads in ``action``
-            (``info["op_spans"]``), for memory-token credit. Kept in memory only: files do not
-            store them (they follow from the action and the codec).
+            (``info["op_spans"]``); in memory only (they follow from the action and codec).
+        memory_mask: Length ``len(completion_ids)``, 1 on tokens that overlap ``op_spans``
+            (memory-token credit; :func:`memgym.rollouts.runner.memory_token_mask`); empty
+            when the policy gave no token offsets.
     """
 
     index: int
@@ -101,30 +102,7 @@ class Step:
     logprobs: list[float] = field(default_factory=list)
     info: dict | None = None
     op_spans: list[list[int]] = field(default_factory=list)
-
-
-def step_from_info(index: int, observation: str, action: str, reward: float, terminated: bool,
-                   truncated: bool, info: dict, completion=None) -> Step:
-    """The :class:`Step` a runner records from one ``env.step`` (every runner uses this).
-
-    Args:
-        index: Step number in the episode.
-        observation: The observation the policy acted on.
-        action: The action text sent to ``env.step``.
-        reward / terminated / truncated / info: What ``env.step`` returned (``info`` carries
-            the standard keys of :func:`memgym.envs.base.step_info`).
-        completion: The policy's :class:`memgym.engine.Completion` (token ids, logprobs), or
-            None for a step copied without tokens.
-    """
-    return Step(
-        index=index, observation=observation, action=action, ops=info["ops"],
-        op_results=info["op_results"], parse_error=info["parse_error"], reward=float(reward),
-        reward_terms=info["reward_terms"], terminated=bool(terminated), truncated=bool(truncated),
-        segment_end=info.get("segment_end"),
-        prompt_ids=list(completion.prompt_ids) if completion else [],
-        completion_ids=list(completion.completion_ids) if completion else [],
-        logprobs=list(completion.logprobs) if completion else [], info=info_extras(info),
-        op_spans=[list(span) for span in info.get("op_spans", [])])
+    memory_mask: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +118,8 @@ class Segment:
         loss_mask: Length C, 1 where the policy produced the token, 0 for env tokens.
         logprobs: Length C, sampling logprobs (0.0 where ``loss_mask`` is 0).
         end_reason: One of :data:`SEGMENT_END_REASONS`.
+        memory_mask: Length C, 1 on the policy's memory-op payload tokens (the steps'
+            ``memory_mask``, 0 on env tokens); empty when a step's mask is not known.
     """
 
     index: int
@@ -150,6 +130,7 @@ class Segment:
     loss_mask: list[int]
     logprobs: list[float]
     end_reason: str
+    memory_mask: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -219,7 +200,9 @@ def build_segments(steps: list[Step]) -> list[Segment]:
     """
     segments: list[Segment] = []
     current: Segment | None = None
+    masked: list[bool] = []  # whether every step of each segment has its memory mask
     for step in steps:
+        has_mask = len(step.memory_mask) == len(step.completion_ids)
         if current is not None:
             context = current.prompt_ids + current.completion_ids
             if _extends(context, step.prompt_ids):
@@ -227,7 +210,9 @@ def build_segments(steps: list[Step]) -> list[Segment]:
                 current.completion_ids += inserted + step.completion_ids
                 current.loss_mask += [0] * len(inserted) + [1] * len(step.completion_ids)
                 current.logprobs += [0.0] * len(inserted) + list(step.logprobs)
+                current.memory_mask += [0] * len(inserted) + list(step.memory_mask)
                 current.step_end = step.index + 1
+                masked[-1] &= has_mask
             else:
                 current.end_reason = "prefix_break"
                 segments.append(current)
@@ -235,13 +220,17 @@ def build_segments(steps: list[Step]) -> list[Segment]:
         if current is None:
             current = Segment(len(segments), step.index, step.index + 1, list(step.prompt_ids),
                               list(step.completion_ids), [1] * len(step.completion_ids),
-                              list(step.logprobs), "end")
+                              list(step.logprobs), "end", list(step.memory_mask))
+            masked.append(has_mask)
         if step.segment_end is not None:
             current.end_reason = step.segment_end
             segments.append(current)
             current = None
     if current is not None:
         segments.append(current)
+    for segment, known in zip(segments, masked, strict=True):
+        if not known:
+            segment.memory_mask = []
     return segments
 
 
@@ -292,7 +281,7 @@ def _rows(traj: Trajectory) -> list[dict]:
         **common, "segment_index": row, "step_start": seg.step_start,
         "step_end": seg.step_end, "end_reason": seg.end_reason, "prompt_ids": seg.prompt_ids,
         "completion_ids": seg.completion_ids, "loss_mask": seg.loss_mask,
-        "logprobs": seg.logprobs,
+        "logprobs": seg.logprobs, "memory_mask": seg.memory_mask,
         "steps": [step_record(s) for s in traj.steps[seg.step_start:seg.step_end]],
     } for row, seg in enumerate(segments)]
 
@@ -311,9 +300,11 @@ _SCHEMA = pa.schema([
     ("segment_index", pa.int32()), ("step_start", pa.int32()), ("step_end", pa.int32()),
     ("end_reason", pa.string()), ("prompt_ids", pa.list_(pa.int32())),
     ("completion_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
-    ("logprobs", pa.list_(pa.float32())), ("steps", pa.list_(pa.struct(_STEP_FIELDS))),
+    ("logprobs", pa.list_(pa.float32())), ("memory_mask", pa.list_(pa.int8())),
+    ("steps", pa.list_(pa.struct(_STEP_FIELDS))),
 ], metadata={"memgym.schema_version": str(SCHEMA_VERSION)})
-_V1_COLUMNS = set(_SCHEMA.names) - {"parent_id", "parent_step"}
+_V2_COLUMNS = set(_SCHEMA.names) - {"memory_mask"}
+_V1_COLUMNS = _V2_COLUMNS - {"parent_id", "parent_step"}
 
 
 def write_trajectories(trajectories: list[Trajectory], path: str | Path) -> Path:
@@ -343,10 +334,18 @@ def _migrate_v1(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _migrate_v2(frame: pd.DataFrame) -> pd.DataFrame:
+    """Schema 2 → 3: memory masks not recorded (``[]``)."""
+    frame = frame.copy()
+    frame["memory_mask"] = pd.Series([np.zeros(0, np.int8)] * len(frame), index=frame.index,
+                                     dtype=object)
+    return frame
+
+
 def load_trajectories(path: str | Path) -> pd.DataFrame:
     """Read a trajectory file as a DataFrame, one row per segment, in the current schema.
 
-    Schema-1 files are migrated (see the module docstring).
+    Schema-1 and -2 files are migrated (see the module docstring).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -363,16 +362,18 @@ def load_trajectories(path: str | Path) -> pd.DataFrame:
     if version is None:
         raise SchemaError(
             f"{path}: no memgym.schema_version metadata; not a memgym trajectory file")
-    if version.decode(errors="replace") not in ("1", str(SCHEMA_VERSION)):
+    if version.decode(errors="replace") not in ("1", "2", str(SCHEMA_VERSION)):
         raise SchemaError(f"{path}: schema version {version.decode(errors='replace')}, this "
-                          f"memgym reads version {SCHEMA_VERSION} (and migrates version 1)")
-    required = _V1_COLUMNS if version == b"1" else set(_SCHEMA.names)
+                          f"memgym reads version {SCHEMA_VERSION} (and migrates versions 1, 2)")
+    required = {b"1": _V1_COLUMNS, b"2": _V2_COLUMNS}.get(version, set(_SCHEMA.names))
     missing = required - set(table.schema.names)
     if missing:
         raise SchemaError(f"{path}: missing columns {sorted(missing)} for schema version "
                           f"{version.decode()}")
     frame = table.to_pandas()
-    return _migrate_v1(frame) if version == b"1" else frame
+    if version == b"1":
+        frame = _migrate_v1(frame)
+    return _migrate_v2(frame) if version in (b"1", b"2") else frame
 
 
 @dataclass
@@ -406,7 +407,7 @@ class StoredTrajectory:
 
 _META = ("trajectory_id", "env_id", "seed", "config", "policy", "group", "num_steps",
          "final_observation", "parent_id", "parent_step")
-TOKEN_COLUMNS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs")
+TOKEN_COLUMNS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs", "memory_mask")
 _SEGMENT = ("segment_index", "step_start", "step_end", "end_reason", *TOKEN_COLUMNS, "steps")
 
 
@@ -451,7 +452,8 @@ def stored_trajectories(frame: pd.DataFrame, segments: bool = True) -> list[Stor
             np.asarray(cols["prompt_ids"][r]).tolist(),
             np.asarray(cols["completion_ids"][r]).tolist(),
             np.asarray(cols["loss_mask"][r]).tolist(), np.asarray(cols["logprobs"][r]).tolist(),
-            cols["end_reason"][r]) for r in rows] if segments else []
+            cols["end_reason"][r], np.asarray(cols["memory_mask"][r]).tolist())
+            for r in rows] if segments else []
         problem, bad = _check_steps([int(rec["index"]) for rec in steps], int(meta["num_steps"]))
         out.append(StoredTrajectory(meta, steps, token_segments, problem, bad))
     return out

@@ -23,7 +23,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from transformers import PreTrainedTokenizerBase
 
@@ -104,17 +104,41 @@ class ChatRenderer:
             while len(self._memory) > self.max_entries:
                 self._memory.popitem(last=False)
 
-    def record_all(self, prompts: Sequence[ChatMessages], rendered: Sequence[RenderedPrompt],
-                   completions: Sequence[Completion]) -> None:
-        """:meth:`record` each completion of a batch (``prompts[i]`` rendered as
-        ``rendered[i]`` was answered with ``completions[i]``)."""
+    def finish(self, prompts: Sequence[ChatMessages], rendered: Sequence[RenderedPrompt],
+               completions: Sequence[Completion]) -> list[Completion]:
+        """After a batch is generated: :meth:`record` each completion (``prompts[i]``, rendered
+        as ``rendered[i]``, was answered with ``completions[i]``) and return the completions
+        with their token ``offsets`` (:func:`token_offsets`)."""
+        out = []
         for messages, prompt, completion in zip(prompts, rendered, completions, strict=True):
             self.record(messages, prompt, completion.completion_ids, completion.text)
+            out.append(replace(completion, offsets=token_offsets(self.tokenizer,
+                                                                 completion.completion_ids)))
+        return out
 
     def completion_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` as a finished assistant turn: its tokens and EOS (how a
         scripted action is recorded as if a model had written it)."""
         return [*self._encode(text), self.tokenizer.eos_token_id]
+
+
+def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> tuple[int, ...]:
+    """Where each token of a completion ends in its text: ``ends[i]`` is the length of
+    ``decode(ids[:i + 1], skip_special_tokens=True)`` (incremental decoding, so a character
+    split over several byte-level tokens is reached at its last token; special tokens add 0).
+
+    Args:
+        tokenizer: The tokenizer that produced ``ids``.
+        ids: Completion token ids.
+
+    Returns:
+        ``len(ids)`` non-decreasing character offsets (int); the last is the text's length.
+    """
+    ends, top = [], 0
+    for i in range(len(ids)):
+        top = max(top, len(tokenizer.decode(list(ids[:i + 1]), skip_special_tokens=True)))
+        ends.append(top)
+    return tuple(ends)
 
 
 def chat_prompt(observation: str, info: dict) -> ChatMessages:

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from memgym.errors import ConfigError
 from memgym.replay import make_env, replay_prefix
 from memgym.rollouts.policy import Policy
-from memgym.trajectory import Trajectory, build_segments, step_from_info
+from memgym.rollouts.runner import step_from_info
+from memgym.trajectory import Trajectory, build_segments
 
 
 def fork_group(parent_id: str, step: int) -> int:

@@ -146,8 +146,7 @@ class HFEngine:
         for start in range(0, len(prompts), self.batch_size):
             out += self._generate([list(r.ids) for r in rendered[start:start + self.batch_size]],
                                   params)
-        self.renderer.record_all(prompts, rendered, out)
-        return out
+        return self.renderer.finish(prompts, rendered, out)
 
     def _generate(self, ids: list[list[int]], params: SamplingParams) -> list[Completion]:
         pad = self.tokenizer.pad_token_id

@@ -79,9 +79,7 @@ class OpenAIEngine:
                 seed = None if params.seed is None else params.seed + i
                 async with limit:
                     completion = await self._complete(client, list(rendered.ids), params, seed)
-                self.renderer.record(prompt, rendered, completion.completion_ids,
-                                     completion.text)
-                return completion
+                return self.renderer.finish([prompt], [rendered], [completion])[0]
 
             return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 

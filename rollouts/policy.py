@@ -75,6 +75,6 @@ class TokenizedPolicy:
             messages = chat_prompt(obs, info)
             prompt = self.renderer.prompt(messages)
             ids = tuple(self.renderer.completion_ids(action.text))
-            self.renderer.record(messages, prompt, ids, action.text)
-            out.append(Completion(action.text, prompt.ids, ids, (0.0,) * len(ids)))
+            out += self.renderer.finish([messages], [prompt], [
+                Completion(action.text, prompt.ids, ids, (0.0,) * len(ids))])
         return out

@@ -1,4 +1,5 @@
-"""Local rollout runner: N envs stepped in lockstep, their generations batched."""
+"""Recording steps (every runner), and the local rollout runner: N envs stepped in lockstep,
+their generations batched."""
 
 from __future__ import annotations
 
@@ -10,7 +11,53 @@ from tqdm.auto import tqdm
 
 from memgym.engine import Completion
 from memgym.rollouts.policy import Policy
-from memgym.trajectory import Trajectory, build_segments, step_from_info
+from memgym.trajectory import Step, Trajectory, build_segments, info_extras
+
+
+def memory_token_mask(offsets: Sequence[int], spans: Sequence[Sequence[int]]) -> list[int]:
+    """Which completion tokens carry memory-op payload (HiMPO-style memory-token credit).
+
+    Token ``i`` covers the characters ``[offsets[i - 1], offsets[i])`` of the action (``0`` for
+    the first); it is a memory token when that range overlaps one of ``spans``.
+
+    Args:
+        offsets: End character offset of each completion token
+            (:attr:`memgym.engine.Completion.offsets`).
+        spans: ``[start, end)`` character spans of the memory-op payloads (``op_spans``).
+
+    Returns:
+        ``len(offsets)`` ints in {0, 1}.
+    """
+    starts = [0, *offsets[:-1]]
+    return [int(any(a < hi and lo < b for a, b in spans)) for lo, hi in zip(starts, offsets,
+                                                                              strict=True)]
+
+
+def step_from_info(index: int, observation: str, action: str, reward: float, terminated: bool,
+                   truncated: bool, info: dict, completion=None) -> Step:
+    """The :class:`Step` a runner records from one ``env.step`` (every runner uses this).
+
+    Args:
+        index: Step number in the episode.
+        observation: The observation the policy acted on.
+        action: The action text sent to ``env.step``.
+        reward / terminated / truncated / info: What ``env.step`` returned (``info`` carries
+            the standard keys of :func:`memgym.envs.base.step_info`).
+        completion: The policy's :class:`memgym.engine.Completion` (token ids, logprobs,
+            token offsets), or None for a step copied without tokens.
+    """
+    spans = [list(span) for span in info.get("op_spans", [])]
+    offsets = completion.offsets if completion else ()
+    known = bool(offsets) and len(offsets) == len(completion.completion_ids)
+    return Step(
+        index=index, observation=observation, action=action, ops=info["ops"],
+        op_results=info["op_results"], parse_error=info["parse_error"], reward=float(reward),
+        reward_terms=info["reward_terms"], terminated=bool(terminated), truncated=bool(truncated),
+        segment_end=info.get("segment_end"),
+        prompt_ids=list(completion.prompt_ids) if completion else [],
+        completion_ids=list(completion.completion_ids) if completion else [],
+        logprobs=list(completion.logprobs) if completion else [], info=info_extras(info),
+        op_spans=spans, memory_mask=memory_token_mask(offsets, spans) if known else [])
 
 
 def record_step(traj: Trajectory, observation: str, completion: Completion, obs: str,

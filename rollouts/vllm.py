@@ -103,8 +103,7 @@ class VLLMEngine:
                                                                    strict=True))
             result.append(Completion(self.tokenizer.decode(tokens, skip_special_tokens=True),
                                      tuple(prompt), tokens, logprobs))
-        self.renderer.record_all(prompts, rendered, result)
-        return result
+        return self.renderer.finish(prompts, rendered, result)
 
     def completion_logprobs(self, prompt_ids: Sequence[int],
                             completion_ids: Sequence[int]) -> list[float]:

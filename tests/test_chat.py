@@ -62,6 +62,39 @@ def test_cut_completion_edited_context_and_other_text_are_tokenized_whole(tok):
         whole, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
 
 
+def test_memory_masks_follow_the_engine_tokens_and_survive_the_file(tok, tmp_path):
+    """Mem0-JSON oracle actions as SmolLM2 tokens: each run of memory tokens decodes to one op
+    payload (plus at most the characters its edge tokens share), the JSON around is unmarked,
+    and the segments' masks are saved and loaded with the file."""
+    from memgym import load_trajectories, write_trajectories
+    from memgym.envs import baselines
+    from memgym.trajectory import trajectories_from_frame
+
+    env_id = "memgym/SyntheticMemoryManager-v0"
+    trajs = run_episodes(env_id, {}, TokenizedPolicy(baselines(env_id)["oracle"](), tok),
+                         range(2), progress=False)
+    payloads = 0
+    for step in (s for t in trajs for s in t.steps):
+        assert len(step.memory_mask) == len(step.completion_ids)
+        runs, run = [], []
+        for token, flag in zip(step.completion_ids, [*step.memory_mask], strict=True):
+            if flag:
+                run.append(token)
+            elif run:
+                runs, run = [*runs, tok.decode(run)], []
+        texts = [step.action[a:b] for a, b in step.op_spans]
+        assert len(runs) == len(texts) and not run
+        for text, marked in zip(texts, runs, strict=True):
+            assert text in marked and len(marked) <= len(text) + 4
+        payloads += len(texts)
+    assert payloads >= 4
+    path = write_trajectories(trajs, tmp_path / "t.parquet")
+    back = trajectories_from_frame(load_trajectories(path))
+    assert [s.memory_mask for t in back for s in t.segments] == [
+        s.memory_mask for t in trajs for s in t.segments]
+    assert any(1 in s.memory_mask for t in back for s in t.segments)
+
+
 def test_chat_prompt_uses_the_env_chat_else_one_user_message():
     assert chat_prompt("obs", {}) == [{"role": "user", "content": "obs"}]
     assert chat_prompt("obs", {"chat": SYSTEM}) == SYSTEM

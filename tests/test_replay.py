@@ -103,7 +103,7 @@ def test_truncated_row_is_located(saved, tmp_path, keep, bad_step, message):
 
 def test_wrong_schema_version_and_truncated_file_are_refused(saved, tmp_path, capsys, monkeypatch):
     bad = _write_frame(load_trajectories(saved), tmp_path / "v99.parquet", version="99")
-    with pytest.raises(SchemaError, match="schema version 99, this memgym reads version 2"):
+    with pytest.raises(SchemaError, match="schema version 99, this memgym reads version 3"):
         load_trajectories(bad)
     cut = tmp_path / "cut.parquet"
     cut.write_bytes(saved.read_bytes()[:-100])
