@@ -1,14 +1,8 @@
 """memgym: a reinforcement-learning gym for learned memory policies of LLM agents."""
 
 from memgym import envs  # registers the environments with gymnasium
-from memgym.trajectory import (
-    Segment,
-    Step,
-    Trajectory,
-    build_segments,
-    load_trajectories,
-    write_trajectories,
-)
+from memgym.segments import build_segments
+from memgym.trajectory import Segment, Step, Trajectory, load_trajectories, write_trajectories
 
 __all__ = ["Segment", "Step", "Trajectory", "build_segments", "envs", "load_trajectories",
            "write_trajectories"]

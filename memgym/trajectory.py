@@ -1,14 +1,13 @@
 """Steps, segments and trajectories, and their Parquet form (one row per segment).
 
 Schema history (``memgym.schema_version`` in the Parquet metadata): version 1 had no
-``parent_id`` / ``parent_step`` columns and no step ``info``; version 2 no ``memory_mask``;
-:func:`load_trajectories` migrates both (``""`` / ``-1`` / info not recorded / memory mask not
-recorded, ``[]``). Other versions are refused with a :class:`SchemaError`.
+``parent_id`` / ``parent_step`` columns and no step ``info``; version 2 no ``memory_mask`` and
+``policy_version``; :func:`load_trajectories` migrates both (``""`` / ``-1`` / info not recorded
+/ memory mask not recorded, ``[]`` / version not recorded, ``-1``). Other versions are refused
+with a :class:`SchemaError`.
 
 A *segment* is a contiguous run of steps whose prompts share a growing prefix; it is trained as
-one prompt+completion sample (DCPO, MemAct). The env declares where a segment ends
-(``info["segment_end"]``: ``edit`` / ``overwrite`` / ``end``); :func:`build_segments` also cuts
-where the next prompt does not extend the previous prompt+completion (``prefix_break``).
+one prompt+completion sample (DCPO, MemAct); :func:`memgym.segments.build_segments` cuts them.
 """
 
 from __future__ import annotations
@@ -146,10 +145,12 @@ class Trajectory:
         final_observation: Observation returned by the last step.
         id: Unique id (hex).
         group: Id of the group (same seed) for group-relative advantages.
-        segments: Filled by :func:`build_segments` when the policy produced token ids; they
-            may cover only some steps (a fork's replayed prefix has no tokens).
+        segments: Filled by :func:`memgym.segments.build_segments` when the policy produced
+            token ids; they may cover only some steps (a fork's replayed prefix has no tokens).
         parent_id: Id of the trajectory this one was forked from ("" if none).
         parent_step: Step of the parent at which the fork's policy took over (-1 if none).
+        policy_version: Trainer updates behind the policy that acted (0: the initial weights;
+            -1: not recorded).
     """
 
     env_id: str
@@ -163,6 +164,7 @@ class Trajectory:
     segments: list[Segment] = field(default_factory=list)
     parent_id: str = ""
     parent_step: int = -1
+    policy_version: int = 0
 
     @property
     def episode_return(self) -> float:
@@ -177,61 +179,6 @@ class Trajectory:
             for name, value in step.reward_terms.items():
                 totals[name] = totals.get(name, 0.0) + value
         return totals
-
-
-def _extends(prefix: list[int], ids: list[int]) -> bool:
-    return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix
-
-
-def build_segments(steps: list[Step]) -> list[Segment]:
-    """Cut steps into segments (DCPO): a segment closes at a declared ``segment_end`` or where
-    the next prompt does not start with the previous prompt + completion.
-
-    Within a segment the tokens the env inserted between two completions are appended to the
-    completion with ``loss_mask`` 0. A trajectory whose steps all extend one prefix gives one
-    segment, identical to the unsegmented sample.
-
-    Args:
-        steps: Steps with token ids.
-
-    Returns:
-        Segments covering all steps in order; the last one ends with ``"end"`` unless the env
-        declared another reason.
-    """
-    segments: list[Segment] = []
-    current: Segment | None = None
-    masked: list[bool] = []  # whether every step of each segment has its memory mask
-    for step in steps:
-        has_mask = len(step.memory_mask) == len(step.completion_ids)
-        if current is not None:
-            context = current.prompt_ids + current.completion_ids
-            if _extends(context, step.prompt_ids):
-                inserted = step.prompt_ids[len(context):]
-                current.completion_ids += inserted + step.completion_ids
-                current.loss_mask += [0] * len(inserted) + [1] * len(step.completion_ids)
-                current.logprobs += [0.0] * len(inserted) + list(step.logprobs)
-                current.memory_mask += [0] * len(inserted) + list(step.memory_mask)
-                current.step_end = step.index + 1
-                masked[-1] &= has_mask
-            else:
-                current.end_reason = "prefix_break"
-                segments.append(current)
-                current = None
-        if current is None:
-            current = Segment(len(segments), step.index, step.index + 1, list(step.prompt_ids),
-                              list(step.completion_ids), [1] * len(step.completion_ids),
-                              list(step.logprobs), "end", list(step.memory_mask))
-            masked.append(has_mask)
-        if step.segment_end is not None:
-            current.end_reason = step.segment_end
-            segments.append(current)
-            current = None
-    if current is not None:
-        segments.append(current)
-    for segment, known in zip(segments, masked, strict=True):
-        if not known:
-            segment.memory_mask = []
-    return segments
 
 
 def step_record(step: Step) -> dict:
@@ -276,6 +223,7 @@ def _rows(traj: Trajectory) -> list[dict]:
         "reward_terms": json.dumps(traj.reward_terms), "num_steps": len(traj.steps),
         "num_segments": len(segments), "final_observation": traj.final_observation,
         "parent_id": traj.parent_id, "parent_step": traj.parent_step,
+        "policy_version": traj.policy_version,
     }
     return [{
         **common, "segment_index": row, "step_start": seg.step_start,
@@ -296,14 +244,14 @@ _SCHEMA = pa.schema([
     ("config", pa.string()), ("config_hash", pa.string()), ("policy", pa.string()),
     ("group", pa.int64()), ("episode_return", pa.float64()), ("reward_terms", pa.string()),
     ("num_steps", pa.int32()), ("num_segments", pa.int32()), ("final_observation", pa.string()),
-    ("parent_id", pa.string()), ("parent_step", pa.int64()),
+    ("parent_id", pa.string()), ("parent_step", pa.int64()), ("policy_version", pa.int64()),
     ("segment_index", pa.int32()), ("step_start", pa.int32()), ("step_end", pa.int32()),
     ("end_reason", pa.string()), ("prompt_ids", pa.list_(pa.int32())),
     ("completion_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
     ("logprobs", pa.list_(pa.float32())), ("memory_mask", pa.list_(pa.int8())),
     ("steps", pa.list_(pa.struct(_STEP_FIELDS))),
 ], metadata={"memgym.schema_version": str(SCHEMA_VERSION)})
-_V2_COLUMNS = set(_SCHEMA.names) - {"memory_mask"}
+_V2_COLUMNS = set(_SCHEMA.names) - {"memory_mask", "policy_version"}
 _V1_COLUMNS = _V2_COLUMNS - {"parent_id", "parent_step"}
 
 
@@ -335,8 +283,9 @@ def _migrate_v1(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _migrate_v2(frame: pd.DataFrame) -> pd.DataFrame:
-    """Schema 2 → 3: memory masks not recorded (``[]``)."""
+    """Schema 2 → 3: memory masks and policy versions not recorded (``[]``, ``-1``)."""
     frame = frame.copy()
+    frame["policy_version"] = -1
     frame["memory_mask"] = pd.Series([np.zeros(0, np.int8)] * len(frame), index=frame.index,
                                      dtype=object)
     return frame
@@ -383,7 +332,7 @@ class StoredTrajectory:
     Attributes:
         meta: Trajectory columns of its first row (``trajectory_id``, ``env_id``, ``seed``,
             ``config`` (JSON text), ``policy``, ``group``, ``num_steps``, ``final_observation``,
-            ``parent_id``, ``parent_step``).
+            ``parent_id``, ``parent_step``, ``policy_version``).
         steps: Step records as stored (``ops``, ``op_results``, ``parse_error``,
             ``reward_terms`` and ``info`` as JSON text), rows in ``segment_index`` order.
         segments: One per row, in order (token-less ones included).
@@ -406,7 +355,7 @@ class StoredTrajectory:
 
 
 _META = ("trajectory_id", "env_id", "seed", "config", "policy", "group", "num_steps",
-         "final_observation", "parent_id", "parent_step")
+         "final_observation", "parent_id", "parent_step", "policy_version")
 TOKEN_COLUMNS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs", "memory_mask")
 _SEGMENT = ("segment_index", "step_start", "step_end", "end_reason", *TOKEN_COLUMNS, "steps")
 
@@ -487,7 +436,8 @@ def decode_trajectory(stored: StoredTrajectory) -> Trajectory:
         env_id=meta["env_id"], seed=int(meta["seed"]), config=json.loads(meta["config"]),
         policy=meta["policy"], steps=[_decode_step(rec) for rec in stored.steps],
         final_observation=meta["final_observation"], id=stored.id, group=int(meta["group"]),
-        segments=segments, parent_id=meta["parent_id"], parent_step=int(meta["parent_step"]))
+        segments=segments, parent_id=meta["parent_id"], parent_step=int(meta["parent_step"]),
+        policy_version=int(meta["policy_version"]))
 
 
 def trajectories_from_frame(frame: pd.DataFrame) -> list[Trajectory]:

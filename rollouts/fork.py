@@ -27,7 +27,8 @@ from memgym.errors import ConfigError
 from memgym.replay import make_env, replay_prefix
 from memgym.rollouts.policy import Policy
 from memgym.rollouts.runner import step_from_info
-from memgym.trajectory import Trajectory, build_segments
+from memgym.segments import build_segments
+from memgym.trajectory import Trajectory
 
 
 def fork_group(parent_id: str, step: int) -> int:

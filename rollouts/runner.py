@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from memgym.engine import Completion
 from memgym.rollouts.policy import Policy
-from memgym.trajectory import Step, Trajectory, build_segments, info_extras
+from memgym.segments import build_segments
+from memgym.trajectory import Step, Trajectory, info_extras
 
 
 def memory_token_mask(offsets: Sequence[int], spans: Sequence[Sequence[int]]) -> list[int]:

@@ -7,6 +7,7 @@ import torch
 from memgym.codecs import Mem0JsonCodec
 from memgym.codecs.mem_alpha import MemAlphaCodec
 from memgym.errors import ConfigError
+from memgym.segments import build_segments
 from memgym.trainers import (
     LOSS_AGG_MODES,
     GRPOConfig,
@@ -18,7 +19,7 @@ from memgym.trainers import (
     token_coefficients,
     update_coefficients,
 )
-from memgym.trajectory import Segment, Step, Trajectory, build_segments
+from memgym.trajectory import Segment, Step, Trajectory
 
 LN2 = math.log(2)
 

@@ -88,7 +88,8 @@ def test_summaries_of_scripted_rollouts():
 
 def test_rollout_diagnostics_count_segments_prefix_breaks_and_cut_completions():
     from memgym.metrics import rollout_diagnostics
-    from memgym.trajectory import Step, Trajectory, build_segments
+    from memgym.segments import build_segments
+    from memgym.trajectory import Step, Trajectory
 
     def step(i, prompt, completion, end=None):
         return Step(i, "", "", segment_end=end, prompt_ids=prompt, completion_ids=completion,

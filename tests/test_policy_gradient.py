@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from memgym.errors import ConfigError
+from memgym.segments import build_segments
 from memgym.trainers import GRPOConfig, GRPOTrainer, SegmentBatch
 from memgym.trainers.logprobs import (
     completion_logprobs,
@@ -17,7 +18,7 @@ from memgym.trainers.logprobs import (
     truncated_is_weights,
 )
 from memgym.trainers.ppo import PPOBatch
-from memgym.trajectory import Segment, Step, Trajectory, build_segments
+from memgym.trajectory import Segment, Step, Trajectory
 
 from .tiny_models import tiny_llama
 

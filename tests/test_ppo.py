@@ -30,7 +30,7 @@ def _trajectory(seed: int, owner_offset: int = 0) -> Trajectory:
                   logprobs=[-1.0] * 2, segment_end="overwrite"),
              Step(2, "o2", "a2", reward=1.0 + seed, terminated=True, prompt_ids=ids[20:26],
                   completion_ids=ids[26:30 + seed % 3], logprobs=[-1.0] * (4 + seed % 3))]
-    from memgym.trajectory import build_segments
+    from memgym.segments import build_segments
 
     traj = Trajectory("memgym/MemAgent-v0", seed, {}, "test", steps, group=seed)
     traj.segments = build_segments(steps)

@@ -71,7 +71,7 @@ def write_v1(trajectories, path):
     """A schema-1 file of ``trajectories`` (v2 rows minus the parent columns and step info)."""
     rows = pq.read_table(write_trajectories(trajectories, path)).to_pylist()
     for row in rows:
-        del row["parent_id"], row["parent_step"], row["memory_mask"]
+        del row["parent_id"], row["parent_step"], row["memory_mask"], row["policy_version"]
         for step in row["steps"]:
             del step["info"]
     pq.write_table(pa.Table.from_pylist(rows, schema=_V1_SCHEMA), path)
@@ -90,17 +90,20 @@ def test_schema_v1_is_migrated(tmp_path):
     assert back.segments == traj.segments and [s.action for s in back.steps] == ["act0", "act1"]
 
 
-def test_schema_v2_is_migrated_without_memory_masks(tmp_path):
+def test_schema_v2_is_migrated_without_memory_masks_and_versions(tmp_path):
     steps = [_step(0, [1], [2], "overwrite"), _step(1, [5], [6, 7], "end")]
     steps[1].memory_mask = [0, 1]
-    traj = Trajectory("memgym/X-v0", 3, {}, "p", steps, segments=build_segments(steps))
+    traj = Trajectory("memgym/X-v0", 3, {}, "p", steps, segments=build_segments(steps),
+                      policy_version=5)
     assert [s.memory_mask for s in traj.segments] == [[], [0, 1]]  # step 0's is not known
     path = write_trajectories([traj], tmp_path / "v3.parquet")
-    assert trajectories_from_frame(load_trajectories(path))[0].segments == traj.segments
-    table = pq.read_table(path).drop_columns(["memory_mask"])
+    (back,) = trajectories_from_frame(load_trajectories(path))
+    assert back.segments == traj.segments and back.policy_version == 5
+    table = pq.read_table(path).drop_columns(["memory_mask", "policy_version"])
     pq.write_table(table.replace_schema_metadata({"memgym.schema_version": "2"}), path)
     (back,) = trajectories_from_frame(load_trajectories(path))
     assert [s.memory_mask for s in back.segments] == [[], []]  # not recorded in version 2
+    assert back.policy_version == -1
     assert [s.completion_ids for s in back.segments] == [[2], [6, 7]]
 
 
