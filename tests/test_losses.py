@@ -66,7 +66,7 @@ COUNTS, OWNER = torch.tensor([2, 4, 3]), torch.tensor([0, 0, 1])
     ("seq-mean-token-sum", "segment", [1 / 3] * 3),
     ("seq-mean-token-sum", "trajectory", [1 / 2] * 3),
     ("seq-mean-token-mean", "segment", [1 / 6, 1 / 12, 1 / 9]),
-    ("seq-mean-token-mean", "trajectory", [1 / 8, 1 / 16, 1 / 6]),
+    ("seq-mean-token-mean", "trajectory", [1 / 12, 1 / 12, 1 / 6]),
     ("seq-mean-token-sum-norm", "segment", [1 / 30] * 3),
     ("seq-mean-token-sum-norm", "trajectory", [1 / 20] * 3),
     ("seq-mean-token-mean", "token", [1 / 9] * 3),
@@ -89,14 +89,13 @@ def test_splitting_a_trajectory_keeps_its_weight_and_loss(mode):
     split = token_coefficients(split_counts, split_owner, mode, "trajectory", 10)
     assert _trajectory_weights(split, split_counts, split_owner) == pytest.approx(
         _trajectory_weights(one, torch.tensor([6, 3]), torch.tensor([0, 1])))
-    if mode == "seq-mean-token-mean":
-        tokens = torch.tensor([0.5] * 6 + [-2.0] * 3)  # per-token loss constant per trajectory
-    else:
-        tokens = torch.tensor([0.5, -1.0, 2.0, 0.3, 0.0, 1.5, -2.0, 0.7, 0.1])
+    # any per-token losses: the split loss is the unsegmented loss token for token
+    tokens = torch.tensor([0.5, -1.0, 2.0, 0.3, 0.0, 1.5, -2.0, 0.7, 0.1])
     per_token_one = torch.repeat_interleave(one, torch.tensor([6, 3]))
     per_token_split = torch.repeat_interleave(split, split_counts)
     assert float((per_token_split * tokens.double()).sum()) == pytest.approx(
         float((per_token_one * tokens.double()).sum()))
+    assert per_token_split.tolist() == pytest.approx(per_token_one.tolist())
     # segment weighting does change it (except where every weighting agrees)
     seg = token_coefficients(split_counts, split_owner, mode, "segment", 10)
     if mode != "token-mean":

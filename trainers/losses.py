@@ -96,10 +96,12 @@ def token_coefficients(token_counts: torch.Tensor, segment_trajectory: torch.Ten
     ``weighting`` decides what a "sequence" weighs:
 
     * ``segment``: every segment as one sequence (a trajectory with more segments weighs more),
-    * ``trajectory``: every trajectory weighs what it would weigh as one unsegmented sequence,
-      however many segments it is cut into (under the seq-mean modes every trajectory weighs
-      the same; its weight is shared by its segments in proportion to their tokens' share of
-      the mode's sum), and the seq-mean is over trajectories,
+    * ``trajectory``: every token weighs what it would weigh in its trajectory as one
+      unsegmented sequence of ``n_τ = Σ_{s ∈ τ} n_s`` tokens, however the trajectory is cut
+      into segments, and the seq-mean is over trajectories: ``c_s = w(n_τ) / T`` with
+      ``w = 1 / n_τ`` (``seq-mean-token-mean``), 1 (``seq-mean-token-sum``) or ``1 / L``
+      (``seq-mean-token-sum-norm``) and T trajectories. So the loss of a split trajectory is
+      the unsegmented loss token for token (not only its total weight),
     * ``token``: every policy token weighs ``1 / Σ n`` (token-mean, whatever the mode).
 
     Under ``token-mean`` the three weightings coincide.
@@ -142,21 +144,16 @@ def token_coefficients(token_counts: torch.Tensor, segment_trajectory: torch.Ten
         base = torch.full_like(n, 1.0 / norm_length)
     if weighting == "segment":
         return base / max(len(n), 1)
-    # trajectory: rescale each trajectory's segments so that their total weight Σ_s base_s n_s
-    # equals the weight of the unsegmented trajectory (n_τ = Σ n_s tokens), then mean over
-    # trajectories.
+    # trajectory: each token's weight in its unsegmented trajectory (n_τ = Σ_{s ∈ τ} n_s
+    # tokens), then the mean over trajectories.
     _, owner = torch.unique(segment_trajectory, return_inverse=True)
     size = int(owner.max()) + 1 if owner.numel() else 0
-    total = torch.zeros(size, dtype=n.dtype).index_add_(0, owner, base * n)
-    tokens = torch.zeros(size, dtype=n.dtype).index_add_(0, owner, n)
+    tokens = torch.zeros(size, dtype=n.dtype).index_add_(0, owner, n)[owner]
     if loss_agg_mode == "seq-mean-token-mean":
-        unsegmented = (tokens > 0).to(n.dtype)
-    elif loss_agg_mode == "seq-mean-token-sum":
-        unsegmented = tokens
+        per_token = torch.where(tokens > 0, 1.0 / tokens.clamp(min=1.0), torch.zeros_like(n))
     else:
-        unsegmented = tokens / norm_length
-    scale = torch.where(total > 0, unsegmented / total.clamp(min=1e-30), torch.zeros_like(total))
-    return base * scale[owner] / max(size, 1)
+        per_token = base  # token-sum modes: a token's weight does not depend on n
+    return per_token / max(size, 1)
 
 
 def update_coefficients(token_counts: torch.Tensor, segment_trajectory: torch.Tensor,
