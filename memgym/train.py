@@ -8,8 +8,9 @@ reward_curve.png, kl.png, op_mix.png, checkpoint/, eval.json}``.
 metrics (``mem_*``, :func:`memgym.metrics.training_row`) and, every ``eval_every`` iterations,
 the greedy validation return (``val_return_mean``). ``checkpoint/`` is written every
 ``checkpoint_every`` iterations and at the end: model (or adapter), tokenizer, trainer state
-(optimizer, step), RNG states, the episode-seed generator, metrics and evaluation so far; with
-``resume`` the run continues from it and computes exactly what an uninterrupted run computes.
+(optimizer, step), RNG states, the episode-seed generator, metrics and evaluation so far,
+committed atomically with a manifest (:mod:`memgym.trainers.checkpoint`); with ``resume`` the
+run continues from it and computes exactly what an uninterrupted run computes.
 
 This module, :mod:`memgym.integrations` and the CLI are the application layer: the only parts of
 ``memgym`` that import from ``memgym.rollouts`` and ``memgym.trainers``.
@@ -41,7 +42,7 @@ from memgym.metrics import OP_KINDS, rollout_diagnostics, training_row
 from memgym.rollouts import LLMPolicy, Policy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
 from memgym.trainers.checkpoint import (
-    has_checkpoint,
+    find_checkpoint,
     load_checkpoint_state,
     save_checkpoint,
     set_rng_state,
@@ -238,24 +239,31 @@ def make_rollout(config: TrainConfig, engine: HFEngine, sampling: SamplingParams
 def train(config: TrainConfig, console: Console | None = None) -> dict:
     """Run the whole pipeline described in the module docstring.
 
-    With ``config.resume`` and a checkpoint in ``run_dir/checkpoint``, the run continues from it:
-    the baselines' evaluation, metrics and trajectories so far are kept, and every iteration after
+    With ``config.resume`` and a checkpoint in ``run_dir/checkpoint`` (or ``checkpoint.old``,
+    which a save killed between its two renames leaves), the run continues from it: the
+    baselines' evaluation, metrics and trajectories so far are kept, and every iteration after
     the checkpoint computes the same rollouts and loss as an uninterrupted run.
 
     Returns:
         The evaluation summary written to ``eval.json``.
+
+    Raises:
+        ConfigError: The checkpoint to resume from fails its manifest or does not fit the run.
     """
     console = console or Console()
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = run_dir / "checkpoint"
-    resumed = config.resume and has_checkpoint(checkpoint)
+    # the committed checkpoint (checkpoint/, or checkpoint.old/ if a save died between its
+    # renames), verified against its manifest before anything is built from it
+    source = find_checkpoint(checkpoint) if config.resume else None
+    state = None if source is None else load_checkpoint_state(source)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
 
-    model, tokenizer, ref_model = load_policy(config, checkpoint if resumed else None)
+    model, tokenizer, ref_model = load_policy(config, source)
     engine = HFEngine(model, tokenizer, batch_size=config.num_envs)
     eval_kwargs = {**config.env, **config.eval_env}
     greedy = SamplingParams(max_new_tokens=config.sampling.max_new_tokens, temperature=0.0)
@@ -279,20 +287,28 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         all_trajectories.extend(trajs)
         return result
 
-    if resumed:
-        state = load_checkpoint_state(checkpoint)
-        trainer.load_state_dict(state["trainer"])
-        rng.bit_generator.state = state["seed_rng"]
+    if state is not None:
+        try:
+            trainer.load_state_dict(state["trainer"])
+            rng.bit_generator.state = state["seed_rng"]
+            before = [EvalResult(**r) for r in state["before"]]
+            rows, first = list(state["rows"]), int(state["iteration"])
+            kept = int(state["num_trajectories"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"checkpoint {source} does not fit this run: "
+                              f"{type(error).__name__}: {error}") from error
         set_rng_state(state["rng"])
-        before = [EvalResult(**r) for r in state["before"]]
-        rows, first = state["rows"], state["iteration"]
         if first > config.iterations:
             raise ConfigError(f"iterations must be >= the checkpoint's {first} to resume, got "
                               f"{config.iterations}")
         # the file may also hold the final evaluation of the run we resume: keep what preceded
-        all_trajectories = trajectories_from_frame(
-            load_trajectories(run_dir / STEPS_FILE))[:state["num_trajectories"]]
-        console.print(f"resuming {run_dir} at iteration {first} (step {trainer.global_step})")
+        all_trajectories = trajectories_from_frame(load_trajectories(run_dir / STEPS_FILE))
+        if len(all_trajectories) < kept:
+            raise ConfigError(f"{run_dir / STEPS_FILE} holds {len(all_trajectories)} "
+                              f"trajectories, checkpoint {source} expects at least {kept}")
+        all_trajectories = all_trajectories[:kept]
+        console.print(f"resuming {run_dir} from {source} at iteration {first} "
+                      f"(step {trainer.global_step})")
     else:
         if config.resume:
             console.print(f"no checkpoint in {checkpoint}: starting from scratch")
@@ -317,6 +333,8 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         episode_seeds = rng.integers(0, 2**31 - 1, size=config.episodes_per_iteration)
         seeds = [int(s) for s in episode_seeds for _ in range(config.group_size)]
         trajs = rollout(seeds, int(rng.integers(2**31 - 1)))
+        for traj in trajs:  # the weights that acted: after global_step updates
+            traj.policy_version = trainer.global_step
         rollout_seconds = time.perf_counter() - tick
         stats = trainer.step(
             PPOBatch.from_trajectories(trajs, temperature) if config.algorithm == "ppo" else
