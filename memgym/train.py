@@ -34,6 +34,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or figure s
 from rich.console import Console
 from rich.table import Table
 
+from memgym.batch import RolloutBatch
 from memgym.config import LoraConfig, TrainConfig
 from memgym.engine import SamplingParams
 from memgym.envs import baselines
@@ -47,9 +48,8 @@ from memgym.trainers.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from memgym.trainers.grpo import GRPOTrainer, SegmentBatch
-from memgym.trainers.logprobs import training_temperature
-from memgym.trainers.ppo import PPOBatch, PPOTrainer
+from memgym.trainers.grpo import GRPOTrainer
+from memgym.trainers.ppo import PPOTrainer
 from memgym.trajectory import (
     Trajectory,
     load_trajectories,
@@ -273,8 +273,6 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
     sampling = SamplingParams(
         max_new_tokens=config.sampling.max_new_tokens, temperature=config.sampling.temperature,
         top_p=config.sampling.top_p)
-    # the trainer scores tokens at the temperature they were sampled at (logits / T)
-    temperature = training_temperature(sampling.temperature)
     rng = np.random.default_rng(config.seed)  # episode and sampling seeds of the rollouts
     all_trajectories: list[Trajectory] = []
 
@@ -336,9 +334,8 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         for traj in trajs:  # the weights that acted: after global_step updates
             traj.policy_version = trainer.global_step
         rollout_seconds = time.perf_counter() - tick
-        stats = trainer.step(
-            PPOBatch.from_trajectories(trajs, temperature) if config.algorithm == "ppo" else
-            SegmentBatch.from_trajectories(trajs, config.grpo, tokenizer, temperature))
+        # the trainer scores tokens at the temperature they were sampled at (logits / T)
+        stats = trainer.step(RolloutBatch.from_rollouts(trajs, sampling))
         all_trajectories.extend(trajs)
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,

@@ -133,9 +133,9 @@ def test_legacy_config_keys():
     assert (cfg.clip_low, cfg.clip_high, cfg.estimator) == (0.3, 0.3, "dr_grpo")
 
 
-def test_memory_credit_needs_tokenizer_and_known_terms():
+def test_memory_credit_needs_recorded_masks_and_known_terms():
     trajs = [_traj(1.0, 1), _traj(0.0, 1)]
-    with pytest.raises(ConfigError, match="tokenizer"):
+    with pytest.raises(ConfigError, match="not among"):
+        SegmentBatch.from_trajectories(trajs, GRPOConfig(memory_terms=["nope"]))
+    with pytest.raises(ConfigError, match="memory masks recorded at rollout"):
         SegmentBatch.from_trajectories(trajs, GRPOConfig(memory_terms=["qa"]))
-    with pytest.raises(ConfigError, match="not among the reward terms"):
-        SegmentBatch.from_trajectories(trajs, GRPOConfig(memory_terms=["nope"]), tokenizer=object())

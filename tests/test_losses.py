@@ -15,7 +15,6 @@ from memgym.trainers import (
     SegmentBatch,
     clipped_surrogate,
     kl_divergence,
-    memory_mask,
     token_coefficients,
     update_coefficients,
 )
@@ -248,7 +247,12 @@ def test_codecs_record_memory_op_spans():
     assert Mem0JsonCodec().decode("no json").spans == ()
 
 
-def test_memory_mask_marks_the_payload_tokens(smollm2):
+def test_memory_masks_mark_the_payload_tokens_and_feed_memory_credit(smollm2):
+    """Masks made at rollout from the tokens' character offsets (as the engines give them)
+    mark exactly the op payloads; the segment adds 0s for env tokens; GRPO uses them."""
+    from memgym.rollouts.chat import token_offsets
+    from memgym.rollouts.runner import memory_token_mask
+
     _, tok = smollm2
     first = 'Sure. {"memory": [{"event": "ADD", "text": "Ann likes tea"}]}'
     second = 'Then {"memory": []} é'
@@ -262,8 +266,11 @@ def test_memory_mask_marks_the_payload_tokens(smollm2):
         Step(1, "", second, prompt_ids=prompt + ids1 + inserted, completion_ids=ids2,
              logprobs=[0.0] * len(ids2),
              op_spans=[list(s) for s in Mem0JsonCodec().decode(second).spans])]
+    for step in steps:
+        step.memory_mask = memory_token_mask(token_offsets(tok, step.completion_ids),
+                                             step.op_spans)
     (segment,) = build_segments(steps)
-    mask = memory_mask(segment, steps, tok)
+    mask = segment.memory_mask
     assert len(mask) == len(segment.completion_ids)
     picked = tok.decode([t for t, m in zip(segment.completion_ids, mask, strict=True) if m])
     assert picked.replace(" ", "") == ('{"memory":[{"event":"ADD","text":"Annlikestea"}]}'
@@ -273,7 +280,7 @@ def test_memory_mask_marks_the_payload_tokens(smollm2):
     trajs = [Trajectory("x", 0, {}, "p", steps, segments=[segment]) for _ in range(2)]
     trajs[1].steps = [copy.copy(s) for s in steps]
     trajs[0].steps[0].reward_terms = {"qa": 1.0}
-    batch = SegmentBatch.from_trajectories(trajs, GRPOConfig(memory_terms=["qa"]), tok)
+    batch = SegmentBatch.from_trajectories(trajs, GRPOConfig(memory_terms=["qa"]))
     assert batch.memory_masks == [mask, mask]
     # memory returns (1, 0) in one group → ±1/√2; episode returns are equal → 0
     assert batch.memory_advantages.tolist() == pytest.approx([2**-0.5, -(2**-0.5)], rel=1e-5)

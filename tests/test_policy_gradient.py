@@ -8,15 +8,11 @@ import math
 import pytest
 import torch
 
+from memgym.batch import training_temperature
 from memgym.errors import ConfigError
 from memgym.segments import build_segments
 from memgym.trainers import GRPOConfig, GRPOTrainer, SegmentBatch
-from memgym.trainers.logprobs import (
-    completion_logprobs,
-    pack_segments,
-    training_temperature,
-    truncated_is_weights,
-)
+from memgym.trainers.logprobs import completion_logprobs, pack_segments, truncated_is_weights
 from memgym.trainers.ppo import PPOBatch
 from memgym.trajectory import Segment, Step, Trajectory
 

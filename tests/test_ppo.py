@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from memgym.batch import RolloutBatch
 from memgym.engine import SamplingParams
 from memgym.envs.sources import FiniteSource, QAItem, StreamItem, TaskInstance
 from memgym.errors import ConfigError
@@ -221,7 +222,7 @@ def test_micro_batch_times_grad_accum_equivalence(small_smollm2):
         policy, critic = _copies(small_smollm2)
         trainer = PPOTrainer(policy, 0, PPOConfig(micro_batch=micro, grad_accum=accum, **common),
                              ref_model=small_smollm2, value_model=critic)
-        results.append((trainer.step(trajectories), _grads(trainer)))
+        results.append((trainer.step(RolloutBatch(trajectories)), _grads(trainer)))
     (one_by_eight, g1), (eight_by_one, g8) = results
     assert one_by_eight["updates"] == eight_by_one["updates"] == 1
     assert one_by_eight["kl"] > 0 and one_by_eight["vf_loss"] > 0
@@ -236,7 +237,8 @@ def test_micro_batch_times_grad_accum_equivalence(small_smollm2):
 def test_resume_from_state_dict_is_exact(small_smollm2):
     config = PPOConfig(micro_batch=2, grad_accum=1, ppo_epochs=2, learning_rate=1e-4,
                        value_learning_rate=1e-3, seed=3)
-    batches = [[_trajectory(0), _trajectory(1)], [_trajectory(2), _trajectory(3)]]
+    batches = [RolloutBatch([_trajectory(0), _trajectory(1)]),
+               RolloutBatch([_trajectory(2), _trajectory(3)])]
     straight, straight_critic = _copies(small_smollm2)
     trainer = PPOTrainer(straight, 0, config, value_model=straight_critic)
     for b in batches:
@@ -285,7 +287,7 @@ def test_ppo_end_to_end_on_memagent_rollouts(smollm2, engine):
                        cliprange_value=0.0)
     trainer = PPOTrainer(policy_model, tokenizer.pad_token_id, config, value_model=critic)
     before = policy_model.model.layers[1].mlp.up_proj.weight.clone()
-    history = [trainer.step(trajectories) for _ in range(3)]
+    history = [trainer.step(RolloutBatch(trajectories)) for _ in range(3)]
     for stats in history:
         assert stats["segments"] == 8 and stats["updates"] == 1
         assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())

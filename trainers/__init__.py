@@ -1,5 +1,6 @@
 """Segment-aware trainers: advantage estimators, loss pieces and the GRPO trainer."""
 
+from memgym.batch import RolloutBatch, group_ids
 from memgym.trainers.advantages import (
                                         ESTIMATORS,
                                         dr_grpo_advantages,
@@ -10,7 +11,8 @@ from memgym.trainers.advantages import (
                                         rloo_advantages,
                                         trajectory_advantages,
 )
-from memgym.trainers.grpo import GRPOConfig, GRPOTrainer, SegmentBatch, group_ids, memory_mask
+from memgym.trainers.base import TrainerConfig
+from memgym.trainers.grpo import GRPOConfig, GRPOTrainer, SegmentBatch
 from memgym.trainers.losses import (
                                         KL_ESTIMATORS,
                                         LOSS_AGG_MODES,
@@ -23,8 +25,8 @@ from memgym.trainers.losses import (
 
 __all__ = [
     "ESTIMATORS", "KL_ESTIMATORS", "LOSS_AGG_MODES", "WEIGHTINGS", "GRPOConfig", "GRPOTrainer",
-    "SegmentBatch", "clipped_surrogate", "dr_grpo_advantages", "expand_to_segments",
-    "group_ids", "grpo_advantages", "kl_divergence", "memory_mask", "memory_token_advantages",
-    "reinforce_pp_advantages", "rloo_advantages", "token_coefficients", "trajectory_advantages",
-    "update_coefficients",
+    "RolloutBatch", "SegmentBatch", "TrainerConfig", "clipped_surrogate", "dr_grpo_advantages",
+    "expand_to_segments", "group_ids", "grpo_advantages", "kl_divergence",
+    "memory_token_advantages", "reinforce_pp_advantages", "rloo_advantages",
+    "token_coefficients", "trajectory_advantages", "update_coefficients",
 ]

@@ -9,7 +9,10 @@ of memory-token credit (HiMPO).
 
 Groups are integer ids (``(T,)`` int64): trajectories of the same episode seed (GRPO's "same
 prompt") or rollouts continued from one shared forked memory state (Memory-R2 style); see
-:func:`memgym.trainers.grpo.group_ids`.
+:func:`memgym.batch.group_ids`.
+
+:data:`ESTIMATORS` is the registry the trainers' configs validate against: adding an estimator
+is one entry there.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ from collections.abc import Callable
 import torch
 
 from memgym.errors import ConfigError
-
-ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
 
 
 def _check(returns: torch.Tensor, groups: torch.Tensor) -> None:
@@ -138,7 +139,8 @@ def reinforce_pp_advantages(returns: torch.Tensor, groups: torch.Tensor,
     return (centred - centred.mean()) / scale_by
 
 
-_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
+# name -> f(returns (T,), groups (T,), eps) -> advantages (T,)
+ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
     "grpo": lambda r, g, eps: grpo_advantages(r, g, eps=eps),
     "dr_grpo": lambda r, g, eps: dr_grpo_advantages(r, g),
     "rloo": lambda r, g, eps: rloo_advantages(r, g),
@@ -162,10 +164,10 @@ def trajectory_advantages(returns: torch.Tensor, groups: torch.Tensor, estimator
     Raises:
         ConfigError: Unknown estimator, or bad shapes.
     """
-    if estimator not in _ESTIMATORS:
+    if estimator not in ESTIMATORS:
         raise ConfigError(f"unknown advantage estimator {estimator!r}; expected one of "
                           f"{list(ESTIMATORS)}")
-    return _ESTIMATORS[estimator](returns, groups, eps)
+    return ESTIMATORS[estimator](returns, groups, eps)
 
 
 def expand_to_segments(trajectory_values: torch.Tensor,

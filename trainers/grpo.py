@@ -8,19 +8,23 @@ memgym's; the estimators are :mod:`memgym.trainers.advantages`, the loss pieces
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field, model_validator
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from pydantic import Field, field_validator, model_validator
+from transformers import PreTrainedModel
 
+from memgym.batch import RolloutBatch
 from memgym.errors import ConfigError
 from memgym.trainers.advantages import (
+    ESTIMATORS,
     expand_to_segments,
     memory_token_advantages,
     trajectory_advantages,
 )
+from memgym.trainers.base import TrainerConfig, check_choice
 from memgym.trainers.logprobs import (
     check_temperature,
     completion_logprobs,
@@ -29,67 +33,43 @@ from memgym.trainers.logprobs import (
     truncated_is_weights,
 )
 from memgym.trainers.losses import clipped_surrogate, kl_divergence, update_coefficients
-from memgym.trajectory import Segment, Step, Trajectory
+from memgym.trajectory import Segment, Trajectory
 
 
-class GRPOConfig(BaseModel):
-    """GRPO hyper-parameters (the ``grpo:`` section of a train config).
+class GRPOConfig(TrainerConfig):
+    """GRPO hyper-parameters (the ``grpo:`` section of a train config): the shared
+    :class:`~memgym.trainers.base.TrainerConfig` and
 
     Attributes:
-        learning_rate: AdamW learning rate.
-        estimator: Advantage estimator: ``grpo`` | ``dr_grpo`` | ``rloo`` | ``reinforce_pp``.
+        estimator: A key of :data:`memgym.trainers.advantages.ESTIMATORS`: ``grpo`` |
+            ``dr_grpo`` | ``rloo`` | ``reinforce_pp``.
         group_by: Group definition: ``seed`` (same env, config and episode seed) or ``fork``
             (``Trajectory.group``: forks of one shared memory state, Memory-R2 style).
         adv_eps: Std guard of ``grpo`` / ``reinforce_pp``.
-        weighting: Segment weighting ``trajectory`` | ``segment`` | ``token``
-            (:func:`memgym.trainers.losses.token_coefficients`).
-        loss_agg_mode: ``token-mean`` | ``seq-mean-token-sum`` | ``seq-mean-token-mean`` |
-            ``seq-mean-token-sum-norm`` (verl's names).
-        norm_length: ``L`` of ``seq-mean-token-sum-norm`` (Dr. GRPO's constant).
-        clip_low / clip_high: PPO ratio clip range ``[1 - clip_low, 1 + clip_high]`` (DAPO's
-            clip-higher: 0.2 / 0.28). A legacy ``clip_eps`` sets both.
         beta: KL coefficient to the reference model; 0 disables KL (no reference needed).
-        kl_estimator: ``k1`` | ``k3`` | ``low_var_kl``.
         kl_mode: ``loss`` (``β·KL`` added to the per-token loss, GRPO) or ``penalty``
             (``β·KL`` subtracted, detached, from each token's advantage: a per-token reward
             penalty).
         memory_terms: Reward-term names whose episode sum is the memory return; when set,
-            memory-op tokens get its group-relative advantage (HiMPO-style memory-token credit,
+            memory-op tokens (``Segment.memory_mask``, recorded at rollout) get its
+            group-relative advantage (HiMPO-style memory-token credit,
             :func:`memgym.trainers.advantages.memory_token_advantages`); empty disables it.
-        behaviour_logprobs: Where the ratio's ``logp_old`` comes from: ``trainer`` (the
-            trained model's logprobs before the update, at the batch's temperature; with one
-            update per batch the detached current ones, so ρ = 1 as in TRL) or ``sampler``
-            (``Segment.logprobs``, as the engine recorded them: no recompute, and the
-            engine-vs-trainer mismatch is inside ρ and its clip).
-        tis_cap: With ``trainer`` behaviour logprobs, multiply each token's surrogate by the
-            truncated importance weight ``min(exp(logp_old - logp_sampler), tis_cap)``
-            (:func:`memgym.trainers.logprobs.truncated_is_weights`; verl, prime-rl); None: off.
-        micro_batch: Segments per forward/backward pass.
-        grad_accum: Micro-batches per optimizer update; None: the whole batch in one update.
-        max_grad_norm: Gradient clipping norm.
-        weight_decay: AdamW weight decay.
+
+    A legacy ``clip_eps`` sets clip_low and clip_high; ``scale_rewards: false`` means
+    estimator ``dr_grpo``.
     """
 
-    learning_rate: float = Field(1e-5, gt=0)
-    estimator: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"] = "grpo"
+    estimator: str = "grpo"
     group_by: Literal["seed", "fork"] = "seed"
     adv_eps: float = Field(1e-6, ge=0)
-    weighting: Literal["trajectory", "segment", "token"] = "trajectory"
-    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
-                           "seq-mean-token-sum-norm"] = "token-mean"
-    norm_length: int | None = Field(None, ge=1)
-    clip_low: float = Field(0.2, ge=0, lt=1)
-    clip_high: float = Field(0.2, ge=0)
     beta: float = Field(0.0, ge=0)
-    kl_estimator: Literal["k1", "k3", "low_var_kl"] = "k3"
     kl_mode: Literal["loss", "penalty"] = "loss"
-    memory_terms: list[str] = []
-    behaviour_logprobs: Literal["trainer", "sampler"] = "trainer"
-    tis_cap: float | None = Field(None, gt=0)
-    micro_batch: int = Field(8, ge=1)
-    grad_accum: int | None = Field(None, ge=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    memory_terms: list[str] = Field(default_factory=list)
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        return check_choice(value, ESTIMATORS, "advantage estimator")
 
     @model_validator(mode="before")
     @classmethod
@@ -105,85 +85,6 @@ class GRPOConfig(BaseModel):
             if "scale_rewards" in data:
                 data.setdefault("estimator", "grpo" if data.pop("scale_rewards") else "dr_grpo")
         return data
-
-    @model_validator(mode="after")
-    def _norm_length_set(self):
-        if self.loss_agg_mode == "seq-mean-token-sum-norm" and self.norm_length is None:
-            raise ValueError("loss_agg_mode 'seq-mean-token-sum-norm' needs norm_length")
-        check_behaviour(self.behaviour_logprobs, self.tis_cap)
-        return self
-
-
-def check_behaviour(behaviour_logprobs: str, tis_cap: float | None) -> None:
-    """Reject ``tis_cap`` with ``sampler`` behaviour logprobs: the weight would be
-    ``exp(logp_sampler - logp_sampler) = 1`` (the mismatch is already in the ratio).
-
-    Raises:
-        ValueError: (pydantic turns it into a ``ValidationError``) the combination is set.
-    """
-    if tis_cap is not None and behaviour_logprobs == "sampler":
-        raise ValueError("tis_cap corrects the trainer's behaviour logprobs against the "
-                         "sampler's; with behaviour_logprobs 'sampler' there is nothing to "
-                         "correct: use one or the other")
-
-
-def group_ids(trajectories: list[Trajectory], by: str = "seed") -> torch.Tensor:
-    """Group id of each trajectory for group-relative advantages.
-
-    Args:
-        trajectories: T trajectories.
-        by: ``seed``: same env id, env config and episode seed (GRPO's "same prompt");
-            ``fork``: same ``Trajectory.group`` (forks of one parent at one step share it, see
-            :func:`memgym.rollouts.fork.fork_group`).
-
-    Returns:
-        ``(T,)`` int64 group ids (dense, in order of first appearance).
-
-    Raises:
-        ConfigError: Unknown ``by``.
-    """
-    if by == "seed":
-        keys = [(t.env_id, repr(sorted(t.config.items())), t.seed) for t in trajectories]
-    elif by == "fork":
-        keys = [t.group for t in trajectories]
-    else:
-        raise ConfigError(f"unknown group_by {by!r}; expected 'seed' or 'fork'")
-    ids: dict = {}
-    return torch.tensor([ids.setdefault(k, len(ids)) for k in keys], dtype=torch.long)
-
-
-def memory_mask(segment: Segment, steps: list[Step],
-                tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Length-C {0, 1} mask of the segment's completion tokens that belong to memory-op payloads.
-
-    Each step's completion starts at column ``len(step.prompt_ids) - len(segment.prompt_ids)``
-    of the segment's completion (its prompt extends the segment's context). Token ``i`` of a
-    completion covers the characters ``[len(decode(ids[:i])), len(decode(ids[:i+1])))`` of the
-    decoded action (incremental decoding, so multi-byte characters split over tokens stay
-    aligned); it is a memory token when that range overlaps one of ``step.op_spans``.
-
-    Args:
-        segment: A segment of the trajectory ``steps`` belong to.
-        steps: All steps of that trajectory (with token ids and ``op_spans``).
-        tokenizer: The policy's tokenizer.
-
-    Returns:
-        ``len(segment.completion_ids)`` ints.
-    """
-    mask = [0] * len(segment.completion_ids)
-    for step in steps[segment.step_start:segment.step_end]:
-        if not step.op_spans or not step.completion_ids:
-            continue
-        column = len(step.prompt_ids) - len(segment.prompt_ids)
-        ids = step.completion_ids
-        ends = [len(tokenizer.decode(ids[:i + 1], skip_special_tokens=True))
-                for i in range(len(ids))]
-        shift = max(tokenizer.decode(ids, skip_special_tokens=True).find(step.action), 0)
-        for i, end in enumerate(ends):
-            lo, hi = (ends[i - 1] if i else 0) - shift, end - shift
-            if any(lo < b and a < hi for a, b in step.op_spans):
-                mask[column + i] = 1
-    return mask
 
 
 @dataclass
@@ -228,48 +129,44 @@ class SegmentBatch:
         check_temperature(self.temperature)
 
     @classmethod
-    def from_trajectories(cls, trajectories: list[Trajectory], config: GRPOConfig | None = None,
-                          tokenizer: PreTrainedTokenizerBase | None = None,
-                          temperature: float = 1.0) -> SegmentBatch:
+    def from_rollouts(cls, batch: RolloutBatch, config: GRPOConfig | None = None) -> SegmentBatch:
         """Advantages over trajectory returns within groups, expanded to segments.
 
         Args:
-            trajectories: T trajectories; all count in the group statistics, those without
-                token segments (scripted) add no samples.
+            batch: The rollouts; all trajectories count in the group statistics, those
+                without token segments (scripted) add no samples. Trained at its
+                ``training_temperature``.
             config: Estimator, grouping and memory-credit settings (default
                 :class:`GRPOConfig`).
-            tokenizer: Needed for memory-token credit (``config.memory_terms``).
-            temperature: The rollouts' sampling temperature (> 0; see ``temperature``).
 
         Raises:
-            ConfigError: Memory credit without a tokenizer, a memory term no trajectory has, a
-                NaN or infinite return, or a bad temperature.
+            ConfigError: A memory term no trajectory has, or memory credit on a segment whose
+                memory mask was not recorded (a schema-2 file: re-record it).
         """
         config = config or GRPOConfig()
-        returns = torch.tensor([t.episode_return for t in trajectories], dtype=torch.float64)
-        groups = group_ids(trajectories, config.group_by)
-        adv = trajectory_advantages(returns, groups, config.estimator, config.adv_eps)
-        owner = torch.tensor([i for i, t in enumerate(trajectories) for _ in t.segments],
-                             dtype=torch.long)
-        segments = [s for t in trajectories for s in t.segments]
-        batch = cls(segments, expand_to_segments(adv, owner).float(), owner,
-                    temperature=temperature)
+        groups = batch.groups(config.group_by)
+        adv = trajectory_advantages(batch.returns(), groups, config.estimator, config.adv_eps)
+        owner = batch.segment_trajectory
+        out = cls(batch.segments, expand_to_segments(adv, owner).float(), owner,
+                  temperature=batch.training_temperature)
         if config.memory_terms:
-            if tokenizer is None:
-                raise ConfigError("memory-token credit (memory_terms) needs the tokenizer")
-            known = {name for t in trajectories for name in t.reward_terms}
-            if missing := set(config.memory_terms) - known:
-                raise ConfigError(f"memory_terms {sorted(missing)} not among the reward terms "
-                                  f"{sorted(known)}")
-            memory_returns = torch.tensor(
-                [sum(t.reward_terms.get(n, 0.0) for n in config.memory_terms)
-                 for t in trajectories], dtype=torch.float64)
+            memory_returns = batch.term_returns(config.memory_terms)
+            if any(len(s.memory_mask) != len(s.completion_ids) for s in batch.segments):
+                raise ConfigError("memory-token credit (memory_terms) needs the memory masks "
+                                  "recorded at rollout; a segment has none (a schema-2 file?)")
             mem_adv = trajectory_advantages(memory_returns, groups, config.estimator,
                                             config.adv_eps)
-            batch.memory_advantages = expand_to_segments(mem_adv, owner).float()
-            batch.memory_masks = [memory_mask(s, t.steps, tokenizer)
-                                  for t in trajectories for s in t.segments]
-        return batch
+            out.memory_advantages = expand_to_segments(mem_adv, owner).float()
+            out.memory_masks = [list(s.memory_mask) for s in batch.segments]
+        return out
+
+    @classmethod
+    def from_trajectories(cls, trajectories: Sequence[Trajectory],
+                          config: GRPOConfig | None = None,
+                          temperature: float = 1.0) -> SegmentBatch:
+        """:meth:`from_rollouts` of the :class:`RolloutBatch` of ``trajectories`` sampled at
+        ``temperature``."""
+        return cls.from_rollouts(RolloutBatch(list(trajectories), temperature), config)
 
 
 class GRPOTrainer:
@@ -332,11 +229,15 @@ class GRPOTrainer:
             return adv.unsqueeze(-1).expand_as(packed["loss_mask"])
         return memory_token_advantages(adv, batch.memory_advantages[idx], packed["memory_mask"])
 
-    def step(self, batch: SegmentBatch) -> dict[str, float]:
+    def step(self, batch: RolloutBatch | SegmentBatch) -> dict[str, float]:
         """Compute the loss over all segments (micro-batched), clip gradients, update.
 
         Segments without loss tokens add nothing (they still count in the seq-mean modes'
         number of sequences, :func:`~memgym.trainers.losses.token_coefficients`).
+
+        Args:
+            batch: The rollouts (advantages by :meth:`SegmentBatch.from_rollouts` with this
+                trainer's config), or segments with advantages already set.
 
         Returns:
             Metrics: ``loss`` (mean over updates; each update's loss is scaled to the whole
@@ -350,6 +251,8 @@ class GRPOTrainer:
                 are needed and a segment lacks them.
         """
         cfg = self.config
+        if isinstance(batch, RolloutBatch):
+            batch = SegmentBatch.from_rollouts(batch, cfg)
         counts = torch.tensor([sum(s.loss_mask) for s in batch.segments], dtype=torch.long)
         total = int(counts.sum()) if len(batch.segments) else 0
         if total == 0:

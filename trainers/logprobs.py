@@ -16,36 +16,9 @@ import torch
 from transformers import PreTrainedModel
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
+from memgym.batch import check_temperature
 from memgym.errors import ConfigError
 from memgym.trajectory import Segment
-
-
-def training_temperature(sampling_temperature: float) -> float:
-    """The temperature the trainer divides logits by for rollouts sampled at
-    ``sampling_temperature``.
-
-    Args:
-        sampling_temperature: The rollouts' sampling temperature; 0 means greedy decoding,
-            whose logprobs the engines report from the raw logits, so it trains at 1.
-
-    Returns:
-        ``sampling_temperature``, or 1.0 for greedy (0).
-
-    Raises:
-        ConfigError: Negative or not finite.
-    """
-    if sampling_temperature == 0:
-        return 1.0
-    check_temperature(sampling_temperature)
-    return float(sampling_temperature)
-
-
-def check_temperature(temperature: float) -> None:
-    """Raise :class:`ConfigError` unless ``temperature`` is a finite float > 0."""
-    if not (isinstance(temperature, int | float) and math.isfinite(temperature)
-            and temperature > 0):
-        raise ConfigError(f"expected a finite temperature > 0 (greedy rollouts train at 1.0), "
-                          f"got {temperature!r}")
 
 
 def pack_segments(segments: list[Segment], pad_id: int,
@@ -91,7 +64,7 @@ def completion_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
         model: A causal LM.
         packed: A batch from :func:`pack_segments`.
         entropy: Also return the per-token entropy (TRL's ``selective_log_softmax_and_entropy``).
-        temperature: The sampling temperature T > 0 (see :func:`training_temperature`).
+        temperature: The sampling temperature T > 0 (see :func:`memgym.batch.training_temperature`).
 
     Returns:
         ``(B, C)`` logprobs (float32, or float64 for a float64 model) and ``(B, C)`` entropies

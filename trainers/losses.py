@@ -7,6 +7,9 @@ segments in the whole optimizer batch. A per-token loss ``l`` ``(B, C)`` becomes
 :func:`token_coefficients`. The coefficients are computed over the *whole* batch before the
 micro-batch loop, so the sum over micro-batches is the same loss (and gradient) however the batch
 is split: 1 micro-batch of 8 equals 8 of 1.
+
+:data:`LOSS_AGG_MODES` is the registry the trainers' configs validate against: adding a mode is
+one entry there (its per-token weight in a sequence of ``n`` tokens).
 """
 
 from __future__ import annotations
@@ -16,9 +19,21 @@ import torch
 from memgym.errors import ConfigError
 
 KL_ESTIMATORS = ("k1", "k3", "low_var_kl")
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
-                  "seq-mean-token-sum-norm")
 WEIGHTINGS = ("trajectory", "segment", "token")
+
+
+def _token_mean_of_sequence(n: torch.Tensor, norm_length: int | None) -> torch.Tensor:
+    return torch.where(n > 0, 1.0 / n.clamp(min=1.0), torch.zeros_like(n))
+
+
+# name -> per-token weight w(n, L) of a sequence of n loss tokens (``(K,)`` float64 -> ``(K,)``)
+# in a mean over sequences; None: ``token-mean``, one weight 1 / Σ n for every token.
+LOSS_AGG_MODES: dict[str, object] = {
+    "token-mean": None,
+    "seq-mean-token-sum": lambda n, norm_length: torch.ones_like(n),
+    "seq-mean-token-mean": _token_mean_of_sequence,
+    "seq-mean-token-sum-norm": lambda n, norm_length: torch.full_like(n, 1.0 / norm_length),
+}
 
 
 def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
@@ -133,27 +148,17 @@ def token_coefficients(token_counts: torch.Tensor, segment_trajectory: torch.Ten
     if loss_agg_mode == "seq-mean-token-sum-norm" and not norm_length:
         raise ConfigError("loss_agg_mode 'seq-mean-token-sum-norm' needs norm_length > 0")
     n = token_counts.to(torch.float64)
-    if weighting == "token" or loss_agg_mode == "token-mean":
+    weight = LOSS_AGG_MODES[loss_agg_mode]
+    if weighting == "token" or weight is None:
         return torch.full_like(n, 1.0 / max(float(n.sum()), 1.0))
-    # per-token base weight of each segment as its own sequence
-    if loss_agg_mode == "seq-mean-token-mean":
-        base = torch.where(n > 0, 1.0 / n.clamp(min=1.0), torch.zeros_like(n))
-    elif loss_agg_mode == "seq-mean-token-sum":
-        base = torch.ones_like(n)
-    else:
-        base = torch.full_like(n, 1.0 / norm_length)
-    if weighting == "segment":
-        return base / max(len(n), 1)
+    if weighting == "segment":  # every segment one sequence
+        return weight(n, norm_length) / max(len(n), 1)
     # trajectory: each token's weight in its unsegmented trajectory (n_τ = Σ_{s ∈ τ} n_s
     # tokens), then the mean over trajectories.
     _, owner = torch.unique(segment_trajectory, return_inverse=True)
     size = int(owner.max()) + 1 if owner.numel() else 0
     tokens = torch.zeros(size, dtype=n.dtype).index_add_(0, owner, n)[owner]
-    if loss_agg_mode == "seq-mean-token-mean":
-        per_token = torch.where(tokens > 0, 1.0 / tokens.clamp(min=1.0), torch.zeros_like(n))
-    else:
-        per_token = base  # token-sum modes: a token's weight does not depend on n
-    return per_token / max(size, 1)
+    return weight(tokens, norm_length) / max(size, 1)
 
 
 def update_coefficients(token_counts: torch.Tensor, segment_trajectory: torch.Tensor,

@@ -20,17 +20,19 @@ temperature ``PPOBatch.temperature``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field
 from transformers import PreTrainedModel
 
+from memgym.batch import RolloutBatch
 from memgym.errors import ConfigError
+from memgym.trainers.base import TrainerConfig
 from memgym.trainers.gae import masked_whiten, segment_gae
-from memgym.trainers.grpo import check_behaviour
 from memgym.trainers.logprobs import (
     check_temperature,
     completion_logprobs,
@@ -43,71 +45,40 @@ from memgym.trainers.value import completion_values, value_model_from_policy
 from memgym.trajectory import Segment, Step, Trajectory
 
 
-class PPOConfig(BaseModel):
-    """PPO hyper-parameters (the names and defaults of :class:`GRPOConfig` where they are
-    shared; verl's PPO defaults otherwise).
+class PPOConfig(TrainerConfig):
+    """PPO hyper-parameters (the ``ppo:`` section of a train config): the shared
+    :class:`~memgym.trainers.base.TrainerConfig` (verl's PPO defaults: lr 1e-6, ``k1``; the
+    clip range, weighting and reduction apply to the policy, value and KL terms alike) and
 
     Attributes:
-        learning_rate: AdamW learning rate of the policy.
         value_learning_rate: AdamW learning rate of the critic (Memory-R1: 10× the policy's).
         gamma: GAE discount γ.
         lam: GAE λ.
         whiten_advantages: Normalize the advantages over the batch's policy tokens.
-        clip_low / clip_high: Ratio clip range ``[1 − clip_low, 1 + clip_high]``;
-            ``clip_high > clip_low`` is DAPO's clip-higher (0.2 / 0.28).
         cliprange_value: Value clipping around the old value (PPO2); 0 disables it.
         vf_coef: Weight of the value loss.
         kl_coef: Per-token KL penalty subtracted from the rewards before GAE (Ouyang et al.
             2022; verl ``use_kl_in_reward``).
         kl_loss_coef: Weight of a KL term in the loss (GRPO's form; verl ``use_kl_loss``).
-        kl_estimator: ``k1`` | ``k3`` | ``low_var_kl``
-            (:func:`memgym.trainers.losses.kl_divergence`).
-        weighting / loss_agg_mode / norm_length: How per-token losses are reduced
-            (:func:`memgym.trainers.losses.token_coefficients`), for the policy, value and
-            KL terms alike.
-        behaviour_logprobs / tis_cap: Where the old logprobs come from (the trainer's, computed
-            before the first update, or the sampler's ``Segment.logprobs``) and the truncated
-            importance-sampling cap against the sampler (as :class:`GRPOConfig`).
         ppo_epochs: Passes over the batch.
-        micro_batch: Segments per forward/backward pass.
-        grad_accum: Micro-batches per optimizer update (a mini-batch); None: the whole batch
-            in one update per epoch.
-        max_grad_norm: Gradient clipping norm (policy and critic separately).
-        weight_decay: AdamW weight decay.
         seed: Seed of the mini-batch shuffling (with the step number, so resume is exact).
+
+    ``grad_accum`` micro-batches make one mini-batch (None: the whole batch in one update per
+    epoch); ``max_grad_norm`` clips the policy's and the critic's gradients separately.
     """
 
     learning_rate: float = Field(1e-6, gt=0)
+    kl_estimator: Literal["k1", "k3", "low_var_kl"] = "k1"
     value_learning_rate: float = Field(1e-5, gt=0)
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
     whiten_advantages: bool = True
-    clip_low: float = Field(0.2, ge=0, lt=1)
-    clip_high: float = Field(0.2, ge=0)
     cliprange_value: float = Field(0.2, ge=0)
     vf_coef: float = Field(0.5, ge=0)
     kl_coef: float = Field(0.0, ge=0)
     kl_loss_coef: float = Field(0.0, ge=0)
-    kl_estimator: Literal["k1", "k3", "low_var_kl"] = "k1"
-    weighting: Literal["trajectory", "segment", "token"] = "trajectory"
-    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
-                           "seq-mean-token-sum-norm"] = "token-mean"
-    norm_length: int | None = Field(None, ge=1)
-    behaviour_logprobs: Literal["trainer", "sampler"] = "trainer"
-    tis_cap: float | None = Field(None, gt=0)
     ppo_epochs: int = Field(1, ge=1)
-    micro_batch: int = Field(8, ge=1)
-    grad_accum: int | None = Field(None, ge=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
-
-    @model_validator(mode="after")
-    def _norm_length_set(self):
-        if self.loss_agg_mode == "seq-mean-token-sum-norm" and self.norm_length is None:
-            raise ValueError("loss_agg_mode 'seq-mean-token-sum-norm' needs norm_length")
-        check_behaviour(self.behaviour_logprobs, self.tis_cap)
-        return self
 
 
 def _pad(rows: list[list[float]], width: int, dtype: torch.dtype) -> torch.Tensor:
@@ -178,13 +149,19 @@ class PPOBatch:
         check_temperature(self.temperature)
 
     @classmethod
-    def from_trajectories(cls, trajectories: list[Trajectory],
+    def from_trajectories(cls, trajectories: Sequence[Trajectory],
                           temperature: float = 1.0) -> PPOBatch:
+        """:meth:`from_rollouts` of the :class:`RolloutBatch` of ``trajectories`` sampled at
+        ``temperature``."""
+        return cls.from_rollouts(RolloutBatch(list(trajectories), temperature))
+
+    @classmethod
+    def from_rollouts(cls, batch: RolloutBatch) -> PPOBatch:
         """Collect the token segments and place the step rewards.
 
         Args:
-            trajectories: Rollouts; those without token segments (scripted) are skipped.
-            temperature: Their sampling temperature (> 0).
+            batch: Rollouts (those without token segments, scripted, are skipped), trained at
+                the batch's ``training_temperature``.
 
         Raises:
             ConfigError: No trajectory has token segments, a loss mask does not match its
@@ -192,7 +169,7 @@ class PPOBatch:
                 to carry its reward), a reward is NaN or infinite, or a bad temperature.
         """
         segments, owner, placed = [], [], []
-        for k, traj in enumerate(trajectories):
+        for k, traj in enumerate(batch.trajectories):
             for seg in traj.segments:
                 row = [0.0] * len(seg.completion_ids)
                 for step, col in zip(traj.steps[seg.step_start:seg.step_end],
@@ -207,7 +184,7 @@ class PPOBatch:
         width = max(len(s.completion_ids) for s in segments)
         return cls(segments, _pad(placed, width, torch.float32),
                    _pad([s.loss_mask for s in segments], width, torch.float32),
-                   torch.tensor(owner, dtype=torch.long), temperature)
+                   torch.tensor(owner, dtype=torch.long), batch.training_temperature)
 
 
 class PPOTrainer:
@@ -280,13 +257,13 @@ class PPOTrainer:
             stats["old_logp" if cfg.behaviour_logprobs == "sampler" else "sampler_logp"] = sampled
         return stats
 
-    def step(self, batch: PPOBatch | list[Trajectory]) -> dict[str, float]:
+    def step(self, batch: RolloutBatch | PPOBatch) -> dict[str, float]:
         """Run PPO on one batch of rollouts.
 
         Args:
-            batch: A :class:`PPOBatch` (it carries the sampling temperature), or rollouts of
-                the current policy (``PPOBatch.from_trajectories`` at temperature 1; those
-                without token segments, scripted, are skipped).
+            batch: The rollouts of the current policy (:meth:`PPOBatch.from_rollouts`; those
+                without token segments, scripted, are skipped), or a prepared
+                :class:`PPOBatch` (it carries the training temperature).
 
         Returns:
             Metrics: ``loss``, ``pg_loss``, ``vf_loss``, ``kl``, ``clip_frac``,
@@ -298,12 +275,12 @@ class PPOTrainer:
             truncated IS weight; 1 when off), ``tokens``, ``segments``, ``updates``.
 
         Raises:
-            ConfigError: See :meth:`PPOBatch.from_trajectories`; the sampler's logprobs are
+            ConfigError: See :meth:`PPOBatch.from_rollouts`; the sampler's logprobs are
                 needed and a segment lacks them; fewer than 2 policy tokens to whiten.
         """
         cfg = self.config
-        if not isinstance(batch, PPOBatch):
-            batch = PPOBatch.from_trajectories(batch)
+        if isinstance(batch, RolloutBatch):
+            batch = PPOBatch.from_rollouts(batch)
         mask = batch.mask
         self.model.train()
         self.value_model.train()
