@@ -25,6 +25,11 @@ from memgym.trainers.advantages import (
     trajectory_advantages,
 )
 from memgym.trainers.base import TrainerConfig, check_choice
+from memgym.trainers.diagnostics import (
+    has_sampler_logprobs,
+    logprob_mismatch,
+    update_diagnostics,
+)
 from memgym.trainers.logprobs import (
     check_temperature,
     completion_logprobs,
@@ -241,10 +246,15 @@ class GRPOTrainer:
 
         Returns:
             Metrics: ``loss`` (mean over updates; each update's loss is scaled to the whole
-            batch's), ``kl``, ``clip_frac``, ``entropy`` (at the batch's temperature),
-            ``adv_mean``, ``adv_std`` (token-means over loss tokens), ``tis_weight`` (mean
-            truncated IS weight; 1 when off), ``grad_norm`` (mean over updates, before
-            clipping), ``tokens``, ``segments``, ``updates``.
+            batch's), ``kl`` (to the reference), ``clip_frac``, ``entropy`` (at the batch's
+            temperature), ``adv_mean``, ``adv_std``, ``tis_weight`` (mean truncated IS weight;
+            1 when off), ``approx_kl`` (behaviour → current policy), ``clip_frac_low``,
+            ``clip_frac_high``, ``nonzero_adv_frac`` (:func:`~memgym.trainers.diagnostics.
+            update_diagnostics`), all token-means over loss tokens; ``logprob_diff_mean`` /
+            ``logprob_diff_max``: ``|logp_trainer − logp_sampler|`` over loss tokens, the
+            trainer's logprobs before the update (NaN when the segments carry no sampler
+            logprobs); ``grad_norm`` (mean over updates, before clipping), ``tokens``,
+            ``segments``, ``updates``.
 
         Raises:
             ConfigError: The batch has no segment with a loss token, or the sampler's logprobs
@@ -263,11 +273,14 @@ class GRPOTrainer:
         coefs = update_coefficients(counts, batch.segment_trajectory, updates, cfg.loss_agg_mode,
                                     cfg.weighting, cfg.norm_length)
         use_sampler = cfg.behaviour_logprobs == "sampler" or cfg.tis_cap is not None
+        compare = has_sampler_logprobs(batch.segments)  # sampler-vs-trainer mismatch
         self.model.train()
         old = (self._old_logprobs(batch)
                if len(updates) > 1 and cfg.behaviour_logprobs == "trainer" else None)
         sums = dict.fromkeys(("loss", "kl", "clip_frac", "entropy", "adv", "adv_sq",
-                              "tis_weight", "grad_norm"), 0.0)
+                              "tis_weight", "approx_kl", "clip_frac_low", "clip_frac_high",
+                              "nonzero_adv_frac", "grad_norm"), 0.0)
+        diff_sum, diff_max = 0.0, 0.0
         for rows, coef in zip(updates, coefs, strict=True):
             self.optimizer.zero_grad(set_to_none=True)
             for start, (idx, packed) in zip(range(0, len(rows), cfg.micro_batch),
@@ -276,11 +289,12 @@ class GRPOTrainer:
                 logp, entropy = completion_logprobs(self.model, packed, entropy=True,
                                                     temperature=batch.temperature)
                 sampled = (sampler_logprobs([batch.segments[i] for i in idx], logp.shape[1])
-                           .to(logp.dtype) if use_sampler else None)
-                if cfg.behaviour_logprobs == "sampler":
-                    logp_old = sampled
-                else:
-                    logp_old = logp.detach() if old is None else _gather(old, idx, logp.shape)
+                           .to(logp.dtype) if use_sampler or compare else None)
+                before = logp.detach() if old is None else _gather(old, idx, logp.shape)
+                logp_old = sampled if cfg.behaviour_logprobs == "sampler" else before
+                if compare:
+                    part_sum, part_max = logprob_mismatch(before, sampled, mask)
+                    diff_sum, diff_max = diff_sum + part_sum, max(diff_max, part_max)
                 adv = self._token_advantages(batch, idx, packed)
                 kl = torch.zeros_like(logp)
                 if cfg.beta > 0:
@@ -302,8 +316,11 @@ class GRPOTrainer:
                 loss = (per_token * weights).sum()
                 loss.backward()
                 sums["loss"] += loss.item() / len(updates)
+                diagnostics = update_diagnostics(logp, logp_old, adv, cfg.clip_low,
+                                                 cfg.clip_high)
                 for name, value in (("kl", kl), ("clip_frac", clipped), ("entropy", entropy),
-                                    ("adv", adv), ("adv_sq", adv**2), ("tis_weight", tis)):
+                                    ("adv", adv), ("adv_sq", adv**2), ("tis_weight", tis),
+                                    *diagnostics.items()):
                     sums[name] += float((value.detach() * mask).sum()) / total
             sums["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(
                 self.params, cfg.max_grad_norm)) / len(updates)
@@ -311,7 +328,10 @@ class GRPOTrainer:
         self.global_step += 1
         adv_mean = sums.pop("adv")
         adv_std = max(sums.pop("adv_sq") - adv_mean**2, 0.0) ** 0.5
-        return {**sums, "adv_mean": adv_mean, "adv_std": adv_std, "tokens": float(total),
+        nan = float("nan")
+        return {**sums, "adv_mean": adv_mean, "adv_std": adv_std,
+                "logprob_diff_mean": diff_sum / total if compare else nan,
+                "logprob_diff_max": diff_max if compare else nan, "tokens": float(total),
                 "segments": float(size), "updates": float(len(updates))}
 
     @torch.no_grad()

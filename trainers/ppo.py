@@ -32,6 +32,12 @@ from transformers import PreTrainedModel
 from memgym.batch import RolloutBatch
 from memgym.errors import ConfigError
 from memgym.trainers.base import TrainerConfig
+from memgym.trainers.diagnostics import (
+    explained_variance,
+    has_sampler_logprobs,
+    logprob_mismatch,
+    update_diagnostics,
+)
 from memgym.trainers.gae import masked_whiten, segment_gae
 from memgym.trainers.logprobs import (
     check_temperature,
@@ -272,7 +278,13 @@ class PPOTrainer:
             ``value_grad_norm`` (before clipping, mean over updates), ``adv_mean``,
             ``adv_std`` (GAE advantages before whitening), ``value_mean``, ``return_mean``,
             ``rollout_kl`` (token means over the batch's policy tokens), ``tis_weight`` (mean
-            truncated IS weight; 1 when off), ``tokens``, ``segments``, ``updates``.
+            truncated IS weight; 1 when off), ``approx_kl``, ``clip_frac_low``,
+            ``clip_frac_high``, ``nonzero_adv_frac`` (per update, averaged;
+            :func:`~memgym.trainers.diagnostics.update_diagnostics`), ``explained_variance``
+            of the critic's values before the update, ``logprob_diff_mean`` /
+            ``logprob_diff_max`` (``|logp_trainer − logp_sampler|`` over policy tokens, the
+            trainer's old logprobs; NaN without sampler logprobs), ``tokens``, ``segments``,
+            ``updates``.
 
         Raises:
             ConfigError: See :meth:`PPOBatch.from_rollouts`; the sampler's logprobs are
@@ -296,6 +308,13 @@ class PPOTrainer:
 
         def token_mean(x: torch.Tensor) -> float:
             return float((x * mask).sum() / n_tokens)
+
+        diff_mean = diff_max = float("nan")
+        if has_sampler_logprobs(batch.segments):
+            sampled = sampler_logprobs(batch.segments, mask.shape[1])
+            diff_sum, diff_max = logprob_mismatch(
+                stats["old_logp"], sampled.to(stats["old_logp"].dtype), mask)
+            diff_mean = diff_sum / float(n_tokens)
 
         adv_mean = token_mean(advantages)
         adv_std = token_mean((advantages - adv_mean) ** 2) ** 0.5
@@ -326,6 +345,8 @@ class PPOTrainer:
                 "adv_mean": adv_mean, "adv_std": adv_std,
                 "value_mean": token_mean(stats["old_values"]), "return_mean": token_mean(returns),
                 "rollout_kl": token_mean(kl),
+                "explained_variance": explained_variance(stats["old_values"], returns, mask),
+                "logprob_diff_mean": diff_mean, "logprob_diff_max": diff_max,
                 "tis_weight": token_mean(data["tis"]) if "tis" in data else 1.0,
                 "tokens": float(n_tokens),
                 "segments": float(size), "updates": float(updates)}
@@ -339,7 +360,8 @@ class PPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.value_optimizer.zero_grad(set_to_none=True)
         sums = dict.fromkeys(("loss", "pg_loss", "vf_loss", "kl", "clip_frac", "vf_clip_frac",
-                              "entropy"), 0.0)
+                              "entropy", "approx_kl", "clip_frac_low", "clip_frac_high",
+                              "nonzero_adv_frac"), 0.0)
         for start in range(0, len(rows), cfg.micro_batch):
             idx = rows[start:start + cfg.micro_batch]
             packed = pack_segments([segments[i] for i in idx], self.pad_token_id)
@@ -347,8 +369,11 @@ class PPOTrainer:
             weights = d["mask"] * coef[start:start + cfg.micro_batch].unsqueeze(-1)
             logp, entropy = completion_logprobs(self.model, packed, entropy=True,
                                                 temperature=batch.temperature)
-            pg, clipped = clipped_surrogate(logp, d["old_logp"].to(logp.dtype), d["advantages"],
-                                            cfg.clip_low, cfg.clip_high)
+            old_logp = d["old_logp"].to(logp.dtype)
+            pg, clipped = clipped_surrogate(logp, old_logp, d["advantages"], cfg.clip_low,
+                                            cfg.clip_high)
+            diagnostics = update_diagnostics(logp, old_logp, d["advantages"], cfg.clip_low,
+                                             cfg.clip_high)
             if "tis" in d:
                 pg = pg * d["tis"]
             kl = (kl_divergence(logp, d["ref_logp"], cfg.kl_estimator) if "ref_logp" in d
@@ -371,7 +396,8 @@ class PPOTrainer:
             for name, value in terms.items():
                 sums[name] += value.item()
             for name, value in (("entropy", entropy), ("clip_frac", clipped),
-                                ("vf_clip_frac", vf_clipped > vf_unclipped)):
+                                ("vf_clip_frac", vf_clipped > vf_unclipped),
+                                *diagnostics.items()):
                 sums[name] += float((value * d["mask"]).sum() / tokens)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
         value_grad_norm = torch.nn.utils.clip_grad_norm_(self.value_params, cfg.max_grad_norm)
