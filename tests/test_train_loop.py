@@ -133,6 +133,16 @@ def test_metrics_tensorboard_eval_and_plots(two_iteration_run):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "experiments").glob(
+    "*.yaml")), ids=lambda p: p.name)
+def test_experiment_configs_validate(path):
+    """The quickstart and recipes parse with the current trainer configs (shared base,
+    registries): a renamed or removed field fails here, not after a run's warm start."""
+    config = load_config(path)
+    section = config.ppo if config.algorithm == "ppo" else config.grpo
+    assert section.learning_rate > 0 and section.micro_batch >= 1
+
+
 def test_config_rejects_bad_values(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("eval_every: -1\n")
