@@ -37,7 +37,7 @@ $(VLLM_VENV)/.installed: pyproject.toml requirements-vllm.lock
 install-vllm: $(VLLM_VENV)/.installed
 
 quickstart: install
-	$(BIN)/memgym train experiments/quickstart.yaml
+	$(BIN)/memgym train experiments/quickstart.yaml --overwrite
 	$(BIN)/memgym replay runs/quickstart/trajectories.parquet
 
 lint: install

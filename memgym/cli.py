@@ -170,12 +170,17 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
 def train(config: Path, set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a top-level config key: KEY=VALUE; repeatable.")] = None,
           resume: Annotated[bool, typer.Option(
-              "--resume", help="Continue from RUN_DIR/checkpoint if it exists")] = False) -> None:
-    """Train a policy as CONFIG says (see experiments/quickstart.yaml)."""
+              "--resume", help="Continue from RUN_DIR/checkpoint if it exists")] = False,
+          overwrite: Annotated[bool, typer.Option(
+              "--overwrite", help="Delete the run RUN_DIR holds and start afresh")] = False,
+          ) -> None:
+    """Train a policy as CONFIG says (see experiments/quickstart.yaml). A RUN_DIR that holds a
+    run is refused unless --resume or --overwrite is given."""
     from memgym.config import load_config
     from memgym.train import train as run_training
 
-    overrides = _kv(set_) | ({"resume": True} if resume else {})
+    overrides = (_kv(set_) | ({"resume": True} if resume else {})
+                 | ({"overwrite": True} if overwrite else {}))
     run_training(load_config(config, overrides), console)
 
 

@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
         resume: Continue from ``run_dir/checkpoint`` when it exists: model (or adapter),
             optimizer, trainer step, RNG states, metrics and trajectories so far, so the run
             continues exactly as if it had not stopped.
+        overwrite: Delete what an earlier run left in ``run_dir`` and start afresh; without
+            it (or ``resume``) a ``run_dir`` that holds a run is refused.
         tensorboard: Also log every metric to ``run_dir/tensorboard`` (TensorBoard).
         rollout: Where rollouts run: ``rollout.ray_address`` None (default) keeps the local
             runner; ``local`` / ``auto`` / ``ray://…`` uses the Ray runner (see
@@ -79,6 +81,7 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(0, ge=0)
     resume: bool = False
+    overwrite: bool = False
     tensorboard: bool = True
     sampling: SamplingConfig = SamplingConfig()
     grpo: GRPOConfig = GRPOConfig()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -236,6 +237,30 @@ def make_rollout(config: TrainConfig, engine: HFEngine, sampling: SamplingParams
     return run_ray
 
 
+RUN_FILES = (STEPS_FILE, "metrics.csv", "eval.json", "checkpoint", "checkpoint.old",
+             "checkpoint.partial")
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create ``run_dir``; a directory that already holds a run (any of :data:`RUN_FILES`) is
+    continued only with ``resume`` and replaced (deleted first) only with ``overwrite``.
+
+    Raises:
+        ConfigError: ``run_dir`` holds a run and neither flag is set, or both are set.
+    """
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other: continue the run in "
+                          f"{run_dir} or replace it, not both")
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if held and not resume:
+        if not overwrite:
+            raise ConfigError(f"{run_dir} holds a run ({', '.join(held)}): pass --resume to "
+                              "continue it or --overwrite to replace it, or choose another "
+                              "run_dir")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
 def train(config: TrainConfig, console: Console | None = None) -> dict:
     """Run the whole pipeline described in the module docstring.
 
@@ -252,7 +277,7 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
     """
     console = console or Console()
     run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(run_dir, config.resume, config.overwrite)
     checkpoint = run_dir / "checkpoint"
     # the committed checkpoint (checkpoint/, or checkpoint.old/ if a save died between its
     # renames), verified against its manifest before anything is built from it
@@ -315,8 +340,7 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         rows, first = [], 0
     print_table(console, f"validation before training ({eval_kwargs})", before)
 
-    def save(iteration: int) -> None:
-        write_trajectories(all_trajectories, run_dir / STEPS_FILE)
+    def save(iteration: int) -> None:  # the trajectories so far are on disk already
         save_checkpoint(checkpoint, model, tokenizer, trainer.state_dict(),
                         {"iteration": iteration, "global_step": trainer.global_step,
                          "config": config.model_dump()},
@@ -348,6 +372,7 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
             val = run_eval(f"policy@{iteration}")
             row |= {"val_return_mean": val.mean, "val_parse_error_rate": val.parse_error_rate}
         log.log(row)
+        write_trajectories(all_trajectories, run_dir / STEPS_FILE)  # on disk before the next
         console.print(f"iter {iteration}: reward {summary.mean:+.4f} parse errors "
                       f"{summary.parse_error_rate:.0%} loss {stats['loss']:+.4f} "
                       f"({row['seconds']:.1f}s)")
