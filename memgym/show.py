@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,14 @@ from memgym.replay import make_env
 from memgym.trajectory import Step, Trajectory
 
 TAIL_CHARS = 600
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with its terminal control characters (C0 but newline and tab, DEL, C1: the
+    ESC that starts colour, cursor and window-title sequences among them) written as ``\\xNN``,
+    so model or file text shown in a terminal cannot drive it."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 @dataclass
@@ -143,15 +152,15 @@ def qa_lines(step: Step) -> list[str]:
 def _ops_text(step: Step) -> Text:
     text = Text()
     if step.parse_error:
-        text.append(f"parse error at {step.parse_error.get('position')}: "
-                    f"{step.parse_error.get('reason')}\n", style="bold red")
+        text.append(printable(f"parse error at {step.parse_error.get('position')}: "
+                              f"{step.parse_error.get('reason')}\n"), style="bold red")
     for result in step.op_results:
         op = {k: v for k, v in result["op"].items() if k != "kind"}
         status = "applied" if result["applied"] else f"rejected: {result['reason']}"
-        text.append(f"{result['op']['kind'].upper()} {json.dumps(op)} → ",
+        text.append(printable(f"{result['op']['kind'].upper()} {json.dumps(op)} → "),
                     style="bold" if result["applied"] else "dim")
-        text.append(f"{status}" + (f" (id {result['id']})" if result["id"] else "") + "\n",
-                    style="green" if result["applied"] else "red")
+        text.append(printable(f"{status}" + (f" (id {result['id']})" if result["id"] else "")
+                              + "\n"), style="green" if result["applied"] else "red")
     text.rstrip()
     return text or Text("(no ops)", style="dim")
 
@@ -160,7 +169,7 @@ def _memory_text(view: TimelineStep) -> Text:
     text = Text()
     styles = {"+": "green", "-": "red", "~": "yellow"}
     for sign, entry, content in view.memory:
-        text.append(f"{sign} {'[' + entry + '] ' if entry else ''}{content}\n",
+        text.append(printable(f"{sign} {'[' + entry + '] ' if entry else ''}{content}\n"),
                     style=styles.get(sign, ""))
     text.rstrip()
     return text or Text("(unchanged)", style="dim")
@@ -169,29 +178,29 @@ def _memory_text(view: TimelineStep) -> Text:
 def render_terminal(timeline: Timeline, console: Console) -> None:
     """Print the timeline: a header, then one panel per step and a rule at segment ends."""
     t = timeline.trajectory
-    console.print(Rule(Text(timeline.title, style="bold magenta")))
-    console.print(Text(f"seed {t.seed} · config {json.dumps(t.config)} · return "
-                       f"{t.episode_return:+.4f} · terms {json.dumps(t.reward_terms)}"
-                       + (f" · forked from {t.parent_id} at step {t.parent_step}"
-                          if t.parent_id else "")))
+    console.print(Rule(Text(printable(timeline.title), style="bold magenta")))
+    console.print(Text(printable(
+        f"seed {t.seed} · config {json.dumps(t.config)} · return {t.episode_return:+.4f} · "
+        f"terms {json.dumps(t.reward_terms)}"
+        + (f" · forked from {t.parent_id} at step {t.parent_step}" if t.parent_id else ""))))
     if timeline.note:
-        console.print(Text(timeline.note, style="bold red"))
+        console.print(Text(printable(timeline.note), style="bold red"))
     for view in timeline.steps:
         s = view.step
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold cyan", no_wrap=True)
         grid.add_column()
-        grid.add_row("input", Text(view.new_input))
-        grid.add_row("action", Text(s.action))
+        grid.add_row("input", Text(printable(view.new_input)))
+        grid.add_row("action", Text(printable(s.action)))
         grid.add_row("ops", _ops_text(s))
         grid.add_row(f"memory ({timeline.memory_source})", _memory_text(view))
         if qa := qa_lines(s):
-            grid.add_row("qa", Text("\n".join(qa)))
+            grid.add_row("qa", Text(printable("\n".join(qa))))
         terms = " ".join(f"{k}={v:+.4f}" for k, v in s.reward_terms.items())
-        grid.add_row("reward", Text(f"{s.reward:+.4f}  ({terms})"))
+        grid.add_row("reward", Text(printable(f"{s.reward:+.4f}  ({terms})")))
         size = f" · bank {view.bank_size}" if view.bank_size is not None else ""
         console.print(Panel(grid, title=f"step {s.index}{size}", title_align="left"))
         if s.segment_end:
-            console.print(Rule(f"segment ends ({s.segment_end})", style="yellow"))
+            console.print(Rule(printable(f"segment ends ({s.segment_end})"), style="yellow"))
     console.print(Text(f"final observation: {t.final_observation[-TAIL_CHARS:]!r}",
                        style="dim"))

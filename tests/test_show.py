@@ -93,3 +93,33 @@ def test_html_renders_in_headless_chromium(episodes, tmp_path):
     banner_text = re.search(r'<header id="title-banner">(.*?)</header>', dom).group(1)
     assert banner_text == f"episode {trajs[0].id} · {ENV_ID} · store-all"
     assert dom.count("<svg") == 3
+
+
+def test_terminal_control_sequences_in_model_text_are_shown_not_sent(tmp_path):
+    """An action that would clear the screen, retitle the window and recolour the terminal, and
+    a stored memory with a bell: `memgym show` prints them as visible \\xNN escapes."""
+    import io
+
+    from rich.console import Console
+
+    from memgym.engine import Completion
+    from memgym.show import render_terminal
+
+    evil = ('\x1b[2J\x1b]0;pwned\x07{"memory": [{"event": "ADD", "text": "Ann\x1b[31m red '
+            '\x07\x9b"}]}')
+
+    class Evil:
+        name = "evil\x1b[5m"
+
+        def act(self, observations, infos):
+            return [Completion(evil) for _ in observations]
+
+    (traj,) = run_episodes(ENV_ID, {"window": 2}, Evil(), [0], progress=False)
+    out = io.StringIO()
+    render_terminal(build_timeline(traj), Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert "\\x1b[2J\\x1b]0;pwned\\x07" in text and "\\x1b[31m red" in text
+    result = CliRunner().invoke(app, ["show", str(write_trajectories([traj],
+                                                                       tmp_path / "t.parquet"))])
+    assert result.exit_code == 0 and "\x1b" not in result.output and "\\x1b[2J" in result.output
