@@ -9,6 +9,7 @@ sequence is known.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -118,7 +119,7 @@ def make_source(source: str | TaskSource, split: str, **kwargs) -> TaskSource:
         **kwargs: Source-specific options (e.g. ``window`` for LoCoMo, ``num_keys`` for KV).
 
     Raises:
-        ConfigError: Unknown source name.
+        ConfigError: Unknown source name, or options the source does not take.
     """
     if not isinstance(source, str):
         return source
@@ -126,6 +127,10 @@ def make_source(source: str | TaskSource, split: str, **kwargs) -> TaskSource:
 
     if source not in SOURCES:
         raise ConfigError(f"source must be one of {sorted(SOURCES)}, got {source!r}")
+    try:
+        inspect.signature(SOURCES[source]).bind(split=split, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"source {source!r} does not take these options: {exc}") from exc
     return SOURCES[source](split=split, **kwargs)
 
 

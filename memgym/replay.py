@@ -12,6 +12,7 @@ alone is not a divergence.
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import multiprocessing
 import time
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 import pandas as pd
+from gymnasium.envs.registration import load_env_creator
 
-from memgym.errors import ConfigError, ReplayError
+from memgym.errors import ConfigError, ReplayError, SchemaError
 from memgym.trajectory import (
     STANDARD_INFO_KEYS,
     TOKEN_COLUMNS,
@@ -85,16 +87,33 @@ class ReplayReport:
         return self.steps / self.seconds if self.seconds else float("inf")
 
 
-def make_env(env_id: str, config: dict) -> gym.Env:
-    """``gymnasium.make(env_id, **config)`` for a recorded trajectory.
+def make_env(env_id: str, config: dict | str) -> gym.Env:
+    """``gymnasium.make(env_id, **config)`` for a recorded trajectory (``config`` as a dict or
+    as the file's JSON text); files are untrusted, so the config is checked first.
 
     Raises:
-        ConfigError: ``env_id`` is not registered (e.g. its package was not imported).
+        ConfigError: ``env_id`` is not registered (e.g. its package was not imported), the
+            config is not a JSON object, or it names arguments the env does not take.
     """
     import memgym.envs  # noqa: F401  (registers the envs)
 
     if env_id not in gym.envs.registry:
         raise ConfigError(f"env id {env_id!r} of the trajectory is not registered")
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"env config of {env_id} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"env config of {env_id} must be a JSON object, got "
+                          f"{type(config).__name__}")
+    spec = gym.envs.registry[env_id]
+    creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else (
+        spec.entry_point)
+    try:
+        inspect.signature(creator).bind(**{**spec.kwargs, **config})
+    except TypeError as exc:
+        raise ConfigError(f"env config of {env_id} does not fit the env: {exc}") from exc
     return gym.make(env_id, **config)
 
 
@@ -192,8 +211,12 @@ def _replay_rows(frame: pd.DataFrame) -> list[tuple[Divergence | None, int]]:
     for stored in stored_trajectories(frame, segments=False):
         key = (stored.meta["env_id"], stored.meta["config"])
         if key not in envs:
-            envs[key] = make_env(key[0], json.loads(key[1]))
-        out.append(_replay_stored(stored, envs[key]))
+            envs[key] = make_env(*key)
+        try:
+            out.append(_replay_stored(stored, envs[key]))
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"trajectory {stored.id}: a JSON field is not valid JSON ({exc})"
+                              ) from exc
     for env in envs.values():
         env.close()
     return out

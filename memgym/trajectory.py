@@ -319,6 +319,20 @@ def load_trajectories(path: str | Path) -> pd.DataFrame:
     if missing:
         raise SchemaError(f"{path}: missing columns {sorted(missing)} for schema version "
                           f"{version.decode()}")
+    wrong = []  # columns whose values do not convert to the schema's type
+    for f in _SCHEMA:
+        column = table[f.name] if f.name in required else None
+        if column is not None and not column.type.equals(f.type) and not (
+                f.name == "steps" and version == b"1"):
+            try:
+                table = table.set_column(table.schema.get_field_index(f.name), f.name,
+                                         column.cast(f.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                wrong.append(f"{f.name} is {column.type}, expected {f.type}")
+    if wrong:
+        raise SchemaError(f"{path}: wrong column types: {'; '.join(wrong)}")
+    if table.num_rows == 0:
+        raise SchemaError(f"{path}: no rows: the file holds no trajectory")
     frame = table.to_pandas()
     if version == b"1":
         frame = _migrate_v1(frame)
@@ -428,6 +442,14 @@ def decode_trajectory(stored: StoredTrajectory) -> Trajectory:
     """
     if stored.problem:
         raise SchemaError(f"trajectory {stored.id}: {stored.problem}")
+    try:
+        return _decode(stored)
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"trajectory {stored.id}: a JSON field is not valid JSON ({exc})"
+                          ) from exc
+
+
+def _decode(stored: StoredTrajectory) -> Trajectory:
     meta = stored.meta
     segments = [seg for seg in stored.segments if seg.prompt_ids or seg.completion_ids]
     for number, seg in enumerate(segments):

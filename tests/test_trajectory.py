@@ -141,3 +141,69 @@ def test_unknown_metadata_is_refused(tmp_path):
     pq.write_table(pq.read_table(path).replace_schema_metadata({}), path)
     with pytest.raises(SchemaError, match=r"no memgym\.schema_version"):
         load_trajectories(path)
+
+
+def _scripted_file(tmp_path):
+    from memgym.envs import baselines
+    from memgym.rollouts import run_episodes
+
+    from .conftest import ENV_ID
+
+    trajs = run_episodes(ENV_ID, {"window": 2}, baselines(ENV_ID)["store-all"](), [0],
+                         progress=False)
+    return write_trajectories(trajs, tmp_path / "good.parquet")
+
+
+def _rewrite(path, out, change):
+    """``path``'s rows changed by ``change(rows)``, written as ``out`` (same metadata)."""
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    change(rows)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), out)
+    return out
+
+
+def _set_step(field, value):
+    def change(rows):
+        rows[0]["steps"][0][field] = value
+    return change
+
+
+def test_untrusted_files_give_one_typed_error(tmp_path):
+    """Wrong column types, zero rows, bad JSON and env kwargs the env does not take: each a
+    memgym error naming the problem (the CLI prints one line), never a traceback."""
+    from memgym.errors import ConfigError
+    from memgym.replay import replay
+
+    good = _scripted_file(tmp_path)
+    table = pq.read_table(good)
+    seed_as_text = table.set_column(table.schema.get_field_index("seed"), "seed",
+                                     pa.array([f"seed {s}" for s in table["seed"].to_pylist()]))
+    pq.write_table(seed_as_text, tmp_path / "types.parquet")
+    with pytest.raises(SchemaError, match="wrong column types: seed is string, expected int64"):
+        load_trajectories(tmp_path / "types.parquet")
+    pq.write_table(table.slice(0, 0), tmp_path / "empty.parquet")
+    with pytest.raises(SchemaError, match="no rows"):
+        load_trajectories(tmp_path / "empty.parquet")
+    for field in ("ops", "reward_terms", "info"):
+        bad = _rewrite(good, tmp_path / f"{field}.parquet", _set_step(field, "{not json"))
+        with pytest.raises(SchemaError, match="not valid JSON"):
+            trajectories_from_frame(load_trajectories(bad))
+        with pytest.raises(SchemaError, match="not valid JSON"):
+            replay(load_trajectories(bad))
+
+    def config(text):
+        def change(rows):
+            for row in rows:
+                row["config"] = text
+        return change
+
+    for text, match in (('{"window": 2, "rm_rf": true}', "does not take these options"),
+                        ("{oops", "not valid JSON"), ("[2]", "must be a JSON object")):
+        bad = _rewrite(good, tmp_path / "config.parquet", config(text))
+        with pytest.raises(ConfigError, match=match):
+            replay(load_trajectories(bad))
+    from memgym.replay import make_env
+
+    with pytest.raises(ConfigError, match="does not fit the env"):
+        make_env("memgym/MemAct-v0", '{"bogus": 1}')
