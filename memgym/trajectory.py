@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memgym.errors import SchemaError
@@ -304,9 +305,14 @@ def load_trajectories(path: str | Path) -> pd.DataFrame:
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such trajectory file")
     try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
+        return _read(path)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # bytes that are no file
         raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def _read(path: str | Path) -> pd.DataFrame:
+    table = pq.read_table(path)
+    table.validate(full=True)  # e.g. strings that are not UTF-8, offsets out of range
     version = (table.schema.metadata or {}).get(b"memgym.schema_version")
     if version is None:
         raise SchemaError(
@@ -333,6 +339,12 @@ def load_trajectories(path: str | Path) -> pd.DataFrame:
         raise SchemaError(f"{path}: wrong column types: {'; '.join(wrong)}")
     if table.num_rows == 0:
         raise SchemaError(f"{path}: no rows: the file holds no trajectory")
+    steps = pc.list_flatten(table["steps"])
+    nulls = [f.name for f in _SCHEMA if f.name in table.schema.names and table[f.name].null_count]
+    nulls += [f"steps.{name}" for name in steps.type.names  # a step's info may be null
+              if name != "info" and pc.struct_field(steps, name).null_count]
+    if nulls:
+        raise SchemaError(f"{path}: missing values (null) in {', '.join(nulls)}")
     frame = table.to_pandas()
     if version == b"1":
         frame = _migrate_v1(frame)

@@ -1,6 +1,10 @@
+import contextlib
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memgym import Step, Trajectory, build_segments, load_trajectories, write_trajectories
 from memgym.errors import SchemaError
@@ -207,3 +211,25 @@ def test_untrusted_files_give_one_typed_error(tmp_path):
 
     with pytest.raises(ConfigError, match="does not fit the env"):
         make_env("memgym/MemAct-v0", '{"bogus": 1}')
+
+
+@pytest.fixture(scope="module")
+def fuzz_files(tmp_path_factory):
+    """A real trajectory file (tokens, steps, info) and a scratch path for the fuzz test."""
+    root = tmp_path_factory.mktemp("fuzz")
+    steps = [_step(0, [1, 2], [3, 4], "overwrite"), _step(1, [5], [6], "end")]
+    steps[0].info = {"qa": [{"question": "q", "retrieved": ["0"]}]}
+    traj = Trajectory("memgym/X-v0", 3, {"w": 1}, "p", steps, "end", segments=build_segments(steps))
+    return write_trajectories([traj], root / "good.parquet").read_bytes(), root / "fuzz.parquet"
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=2048), cut=st.integers(min_value=0, max_value=4096))
+def test_random_bytes_and_cut_files_give_only_schema_errors(fuzz_files, data, cut):
+    """Arbitrary bytes, and a real file cut short or with bytes spliced in, are refused with a
+    SchemaError (or read whole), never another exception."""
+    real, path = fuzz_files
+    for blob in (data, real[:cut], real[:cut] + data + real[cut + len(data):]):
+        path.write_bytes(blob)
+        with contextlib.suppress(SchemaError):
+            trajectories_from_frame(load_trajectories(path))
