@@ -87,9 +87,14 @@ class ReplayReport:
         return self.steps / self.seconds if self.seconds else float("inf")
 
 
+UNTRUSTED_ENV_KEYS = ("data_path",)  # a file must not pick which data file replay opens
+
+
 def make_env(env_id: str, config: dict | str) -> gym.Env:
     """``gymnasium.make(env_id, **config)`` for a recorded trajectory (``config`` as a dict or
-    as the file's JSON text); files are untrusted, so the config is checked first.
+    as the file's JSON text); files are untrusted, so the config is checked first, and a
+    recorded ``data_path`` is dropped: data comes from the data directories
+    (``$MEMGYM_DATA_DIR`` first), checked against its pinned sha256.
 
     Raises:
         ConfigError: ``env_id`` is not registered (e.g. its package was not imported), the
@@ -107,6 +112,7 @@ def make_env(env_id: str, config: dict | str) -> gym.Env:
     if not isinstance(config, dict):
         raise ConfigError(f"env config of {env_id} must be a JSON object, got "
                           f"{type(config).__name__}")
+    config = {k: v for k, v in config.items() if k not in UNTRUSTED_ENV_KEYS}
     spec = gym.envs.registry[env_id]
     creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else (
         spec.entry_point)

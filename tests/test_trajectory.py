@@ -233,3 +233,27 @@ def test_random_bytes_and_cut_files_give_only_schema_errors(fuzz_files, data, cu
         path.write_bytes(blob)
         with contextlib.suppress(SchemaError):
             trajectories_from_frame(load_trajectories(path))
+
+
+def test_replay_never_opens_a_data_file_the_trajectory_names(tmp_path, monkeypatch):
+    """A recorded ``data_path`` (a file the trajectory's author chose) is ignored: replay reads
+    the pinned, sha256-checked data of the data directories."""
+    import json
+
+    from memgym.envs.locomo import data as locomo_data
+    from memgym.replay import replay
+
+    good = _scripted_file(tmp_path)
+    evil = tmp_path / "evil.json"
+    evil.write_text("[]")  # a LoCoMo file with no conversation
+
+    def config(rows):
+        for row in rows:
+            row["config"] = json.dumps({**json.loads(row["config"]), "data_path": str(evil)})
+
+    opened = []
+    load = locomo_data.load_locomo
+    monkeypatch.setattr("memgym.envs.locomo.source.load_locomo",
+                        lambda path=None: opened.append(path) or load(path))
+    report = replay(load_trajectories(_rewrite(good, tmp_path / "named.parquet", config)))
+    assert report.ok and report.trajectories == 1 and str(evil) not in map(str, opened)
