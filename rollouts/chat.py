@@ -83,10 +83,11 @@ class ChatRenderer:
                                                   tokenize=False)
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
         if last >= 0:
+            key = _key(messages[:last + 1])
             with self._lock:
-                known = self._memory.get(_key(messages[:last + 1]))
+                known = self._memory.get(key)
                 if known is not None:
-                    self._memory.move_to_end(_key(messages[:last + 1]))
+                    self._memory.move_to_end(key)
             if known is not None and text.startswith(known[0]):
                 return RenderedPrompt(text, known[1] + tuple(self._encode(text[len(known[0]):])))
         return RenderedPrompt(text, tuple(self._encode(text)))
