@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
-from memgym.ops import MemoryOp
+from memgym.ops import MemoryOp, op_to_dict
+from memgym.surrogates import first_surrogate, lone_surrogate_escape
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,45 @@ def decode_json(text: str, start: int = 0, end: int | None = None, *, whole: boo
     return value, error
 
 
+_C = TypeVar("_C")
+
+
+def checks_unicode(decode: Callable[[_C, str], ParseResult]) -> Callable[[_C, str], ParseResult]:
+    """Decorator of a codec's ``decode``: text that is not valid Unicode is a parse error.
+
+    A lone UTF-16 surrogate in the text gives ``ParseError(offset, "not valid Unicode: ...")``
+    before the codec looks at it; one that the text spells as a JSON escape (``\\ud800``) and
+    that reaches an op gives the same error at the escape's offset (one in an error reason is
+    shown as its escape). So no op, op text or reason a codec returns holds a surrogate, and
+    nothing an env accepts can make writing a trajectory fail.
+    """
+    @functools.wraps(decode)
+    def checked(self: _C, text: str) -> ParseResult:
+        pos = first_surrogate(text)
+        if pos >= 0:
+            return ParseResult((), ParseError(
+                pos, f"not valid Unicode: lone surrogate U+{ord(text[pos]):04X} at offset {pos}"))
+        result = decode(self, text)
+        if "\\u" not in text:  # valid text without escapes decodes to valid text
+            return result
+        if result.error is not None:
+            if first_surrogate(result.error.reason) < 0:
+                return result
+            reason = result.error.reason.encode("utf-8", "backslashreplace").decode()
+            return replace(result, error=replace(result.error, reason=reason))
+        values = json.dumps([op_to_dict(op) for op in result.ops], ensure_ascii=False)
+        if first_surrogate(values) < 0:
+            return result
+        pos = max(lone_surrogate_escape(text), 0)
+        return ParseResult((), ParseError(pos, "not valid Unicode: a JSON escape spells a lone "
+                                               f"surrogate ({text[pos:pos + 6]!r})"))
+    return checked
+
+
 class Codec(Protocol):
-    """Text ⇄ ops. ``decode`` never raises on any ``str``."""
+    """Text ⇄ ops. ``decode`` never raises on any ``str``; text that is not valid Unicode (a
+    lone surrogate, raw or as a JSON escape that reaches an op) is a parse error
+    (:func:`checks_unicode`)."""
 
     name: str
 

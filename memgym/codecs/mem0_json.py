@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from memgym.codecs.base import ParseError, ParseResult, decode_json_span
+from memgym.codecs.base import ParseError, ParseResult, checks_unicode, decode_json_span
 from memgym.ops import Add, Delete, MemoryOp, Noop, Update
 
 _EVENTS = ("ADD", "UPDATE", "DELETE", "NONE")
@@ -48,6 +48,7 @@ class Mem0JsonCodec:
 
     name = "mem0_json"
 
+    @checks_unicode
     def decode(self, text: str) -> ParseResult:
         """Parse ``text``; returns a :class:`ParseResult`, never raises.
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from memgym.codecs.base import ParseResult
+from memgym.codecs.base import ParseResult, checks_unicode
 from memgym.codecs.hermes import decode_tool_calls, encode_tool_call
 from memgym.ops import MemoryDelete, MemoryInsert, MemoryOp, MemoryUpdate
 
@@ -62,6 +62,7 @@ class MemAlphaCodec:
 
     name = "mem_alpha"
 
+    @checks_unicode
     def decode(self, text: str) -> ParseResult:
         """Parse every ``<tool_call>`` block of ``text``; returns a :class:`ParseResult`, never
         raises. The error position is the offset of the failing block's body (or of the JSON

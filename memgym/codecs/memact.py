@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from functools import partial
 
-from memgym.codecs.base import ParseError, ParseResult
+from memgym.codecs.base import ParseError, ParseResult, checks_unicode
 from memgym.codecs.hermes import decode_tool_calls, encode_tool_call, tool_call_spans
 from memgym.ops import Answer, EditContext, MemoryOp, Retrieve
 
@@ -71,6 +71,7 @@ class MemActCodec:
         self._tools = {"search": partial(_search, default_topk=default_topk),
                        "prune_context": _prune_context}
 
+    @checks_unicode
     def decode(self, text: str) -> ParseResult:
         """Parse ``text``; returns a :class:`ParseResult`, never raises."""
         spans = tool_call_spans(text)

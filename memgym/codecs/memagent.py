@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from memgym.codecs.base import ParseError, ParseResult
+from memgym.codecs.base import ParseError, ParseResult, checks_unicode
 from memgym.ops import Answer, MemoryOp, Overwrite
 
 MEMORY_MARKER = "Updated memory:"
@@ -29,6 +29,7 @@ class MemoryRewriteCodec:
 
     name = "memagent_memory"
 
+    @checks_unicode
     def decode(self, text: str) -> ParseResult:
         """Parse ``text``; returns a :class:`ParseResult`, never raises."""
         start = 0
@@ -56,6 +57,7 @@ class BoxedAnswerCodec:
 
     name = "boxed"
 
+    @checks_unicode
     def decode(self, text: str) -> ParseResult:
         """Parse ``text``; returns a :class:`ParseResult`, never raises."""
         matches = list(_BOXED.finditer(text))

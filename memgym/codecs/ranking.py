@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from memgym.codecs.base import ParseError, ParseResult
+from memgym.codecs.base import ParseError, ParseResult, checks_unicode
 from memgym.ops import MemoryOp, Rank
 
 _OPEN = re.compile(r"<ranking>", re.IGNORECASE)
@@ -31,6 +31,7 @@ class RankingCodec:
 
     name = "ranking"
 
+    @checks_unicode
     def decode(self, text: str) -> ParseResult:
         """Parse ``text``; returns a :class:`ParseResult`, never raises.
 

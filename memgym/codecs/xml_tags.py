@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from memgym.codecs.base import ParseError, ParseResult
+from memgym.codecs.base import ParseError, ParseResult, checks_unicode
 from memgym.ops import Answer, MemoryOp, Retrieve, SetState
 
 _OPEN = {name: re.compile(rf"<{name}>", re.IGNORECASE) for name in ("think", "search", "answer")}
@@ -58,6 +58,7 @@ class XmlTagsCodec:
     def __init__(self, top_k: int = 3, require_think: bool = False) -> None:
         self.top_k, self.require_think = top_k, require_think
 
+    @checks_unicode
     def decode(self, text: str) -> ParseResult:
         """Parse ``text`` (see the module docs); returns a :class:`ParseResult`, never raises."""
         thinks = _blocks(text, "think")
