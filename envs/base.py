@@ -17,7 +17,12 @@ Every env subclasses :class:`MemgymEnv` and
   the policy renders them with its model's chat template and consecutive prompts extend each
   other token for token until the env edits the context and declares it (``segment_end``);
 * may put gold data for oracle baselines under ``info["privileged"]`` (never in the
-  observation: a learned policy never sees it).
+  observation: a learned policy never sees it);
+* calls ``super().reset(seed=seed)`` first in ``reset`` and implements :meth:`MemgymEnv._step`;
+  the base's ``step`` refuses what is a caller's bug, not a bad action text: a non-``str``
+  action (:class:`~memgym.errors.ActionTypeError`), a step before the first ``reset()`` or after
+  the episode ended (:class:`~memgym.errors.ResetNeeded`, also Gymnasium's ``ResetNeeded``;
+  the envs are registered without Gymnasium's ``OrderEnforcing``, which this replaces).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import gymnasium as gym
 from gymnasium import spaces
 
 from memgym.codecs import ParseResult
+from memgym.errors import ActionTypeError, ResetNeeded
 from memgym.ops import OpResult, op_to_dict
 
 
@@ -112,10 +118,57 @@ class MemgymEnv(gym.Env[str, str]):
     state_attrs: ClassVar[tuple[str, ...]] = ()
     context_mode: ClassVar[str] = "rebuild"
     max_steps: int
+    _steps_taken: int | None = None  # steps of the current episode; None before the first reset
+    _ended = False  # the last step terminated or truncated the episode
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[str, dict]:
+        """Seed the RNG (Gymnasium's ``reset``) and start a new episode's step count.
+
+        Subclasses call ``super().reset(seed=seed)`` first, then build the episode and return
+        ``(observation, info)``.
+        """
+        super().reset(seed=seed, options=options)  # returns nothing: subclasses return
+        self._steps_taken, self._ended = 0, False
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        """Check the call, then apply ``action`` (:meth:`_step`).
+
+        Args:
+            action: The policy's action text. Any ``str`` is valid input: text the env's codec
+                cannot parse (or that is not valid Unicode) is a parse error in ``info``,
+                penalized.
+
+        Returns:
+            ``(observation, reward, terminated, truncated, info)`` as :meth:`_step` gives them.
+
+        Raises:
+            ActionTypeError: ``action`` is not a ``str``.
+            ResetNeeded: ``reset()`` was never called, or the episode has ended.
+        """
+        if not isinstance(action, str):
+            raise ActionTypeError(f"{type(self).__name__}.step takes the action text as a str, "
+                                  f"got {type(action).__name__}")
+        if self._steps_taken is None:
+            raise ResetNeeded(f"{type(self).__name__}.step() called before reset(); call "
+                              "reset() first")
+        if self._ended:
+            raise ResetNeeded(f"the episode ended at step {self._steps_taken}; call reset() to "
+                              "start a new one")
+        result = self._step(action)
+        self._steps_taken += 1
+        self._ended = bool(result[2] or result[3])
+        return result
+
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        """Apply one action of a running episode (the env's own ``step``; :meth:`step` checked
+        the call)."""
+        raise NotImplementedError
 
     def snapshot(self) -> EnvSnapshot:
         """The current episode state, to :meth:`restore` later (fork, replay)."""
-        state = {name: copy.deepcopy(getattr(self, name)) for name in self.state_attrs
+        state = {name: copy.deepcopy(getattr(self, name))
+                 for name in ("_steps_taken", "_ended", *self.state_attrs)
                  if hasattr(self, name)}
         rng = self._np_random.bit_generator.state if self._np_random is not None else None
         return EnvSnapshot(state, copy.deepcopy(rng))

@@ -7,6 +7,8 @@ memgym's errors without catching bugs. A malformed *LLM action* is never an exce
 
 from __future__ import annotations
 
+import gymnasium.error
+
 
 class MemgymError(Exception):
     """Base class of every error memgym raises on purpose."""
@@ -42,3 +44,18 @@ class ReplayError(MemgymError, RuntimeError):
 
 class RolloutError(MemgymError, RuntimeError):
     """A distributed rollout cannot finish (an actor failed more often than allowed)."""
+
+
+class StepError(MemgymError):
+    """An env's ``step`` was called wrongly: a programming error of the caller, not a bad action
+    text (a malformed action text is data: a parse error in ``info``, penalized)."""
+
+
+class ResetNeeded(StepError, gymnasium.error.ResetNeeded):
+    """An env was stepped before its first ``reset()`` or after its episode ended (terminated
+    or truncated). Also a :class:`gymnasium.error.ResetNeeded`, which Gymnasium's
+    ``OrderEnforcing`` wrapper raises before a first reset."""
+
+
+class ActionTypeError(StepError, TypeError):
+    """An env's ``step`` got an action that is not a ``str``."""

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memgym.errors import SchemaError
+from memgym.surrogates import replace_surrogates
 
 SCHEMA_VERSION = 3
 SEGMENT_END_REASONS = ("edit", "overwrite", "end", "prefix_break")
@@ -184,9 +185,13 @@ class Trajectory:
 
 def step_record(step: Step) -> dict:
     """A step as trajectory files store it: JSON text for ops, op results, parse error, reward
-    terms and info (None: not recorded); ``segment_end`` "" for None."""
+    terms and info (None: not recorded); ``segment_end`` "" for None. JSON text is ASCII (any
+    string survives as its escape); the observation and the action are stored as given, but a
+    lone surrogate in them (text that is not valid Unicode, which UTF-8 cannot store: a policy's
+    bug, that step's parse error) as U+FFFD."""
     return {
-        "index": step.index, "observation": step.observation, "action": step.action,
+        "index": step.index, "observation": replace_surrogates(step.observation),
+        "action": replace_surrogates(step.action),
         "ops": to_json(step.ops), "op_results": to_json(step.op_results),
         "parse_error": to_json(step.parse_error), "reward": step.reward,
         "reward_terms": to_json(step.reward_terms), "terminated": step.terminated,
@@ -222,7 +227,8 @@ def _rows(traj: Trajectory) -> list[dict]:
         "config": json.dumps(traj.config, sort_keys=True), "config_hash": config_hash(traj.config),
         "policy": traj.policy, "group": traj.group, "episode_return": traj.episode_return,
         "reward_terms": json.dumps(traj.reward_terms), "num_steps": len(traj.steps),
-        "num_segments": len(segments), "final_observation": traj.final_observation,
+        "num_segments": len(segments),
+        "final_observation": replace_surrogates(traj.final_observation),
         "parent_id": traj.parent_id, "parent_step": traj.parent_step,
         "policy_version": traj.policy_version,
     }

@@ -13,8 +13,13 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from memgym import load_trajectories, write_trajectories
+from memgym.engine import Completion
 from memgym.envs import ENVS, baselines
 from memgym.envs.base import MemgymEnv
+from memgym.errors import ActionTypeError, ResetNeeded
+from memgym.rollouts import run_episodes
+from memgym.trajectory import trajectories_from_frame
 
 ENV_IDS = sorted(ENVS)
 SEEDS = (0, 1, 2)
@@ -185,3 +190,76 @@ def test_vector_envs_return_the_text_observations(env_id, vector):
         assert list(step_obs) == stepped  # autoreset (next-step mode) keeps the final obs
     finally:
         vec.close()
+
+
+# --------------------------------------------------------------------------- the API's edges
+# Calling the API wrongly is a programming error (a typed exception); a bad action *text* is data.
+
+
+def test_step_before_reset_raises(env_id):
+    for env in (gym.make(env_id), gym.make(env_id).unwrapped):
+        with pytest.raises(ResetNeeded, match=r"before reset\(\)"):
+            env.step("anything")
+
+
+def test_step_after_the_end_raises_until_reset(env_id):
+    oracle = baselines(env_id)["oracle"]()
+    env = gym.make(env_id)
+    trace = _episode(env, 0, oracle, env.unwrapped.max_steps)
+    last_action = trace[-1][0]
+    for _ in range(2):  # a refused step changes nothing: the next one is refused the same way
+        with pytest.raises(ResetNeeded, match=rf"ended at step {len(trace) - 1}; call reset"):
+            env.step(last_action)
+    snap = env.unwrapped.snapshot()  # an ended episode restores as ended
+    env.reset(seed=0)
+    env.unwrapped.restore(snap)
+    with pytest.raises(ResetNeeded):
+        env.step(last_action)
+    assert _episode(env, 0, oracle, env.unwrapped.max_steps) == trace
+
+
+@pytest.mark.parametrize("action", [None, 7, b"bytes", ["a list"], np.array(["x"])])
+def test_a_non_string_action_raises(env_id, action):
+    oracle = baselines(env_id)["oracle"]()
+    env = gym.make(env_id)
+    obs, info = env.reset(seed=0)
+    with pytest.raises(ActionTypeError, match="str"):
+        env.step(action)
+    good = oracle.act([obs], [info])[0].text
+    fresh = gym.make(env_id)
+    fresh.reset(seed=0)
+    assert env.step(good)[:4] == fresh.step(good)[:4]  # the refused call changed nothing
+
+
+class _Surrogates:
+    """The oracle's actions with a lone UTF-16 surrogate appended (not valid Unicode)."""
+
+    name = "surrogates"
+
+    def __init__(self, env_id):
+        self.oracle = baselines(env_id)["oracle"]()
+
+    def act(self, observations, infos):
+        return [Completion(c.text + "\ud800") for c in self.oracle.act(observations, infos)]
+
+
+def test_a_surrogate_action_is_a_penalized_parse_error_and_the_episode_saves(env_id, tmp_path):
+    env = gym.make(env_id)
+    policy = _Surrogates(env_id)
+    obs, info = env.reset(seed=0)
+    action = policy.act([obs], [info])[0].text
+    obs, reward, _, _, info = env.step(action)
+    error = info["parse_error"]
+    assert error is not None and "not valid Unicode" in error["reason"], info
+    assert error["position"] == len(action) - 1 and info["ops"] == []
+    assert min(info["reward_terms"].values()) < 0
+    assert reward == pytest.approx(sum(info["reward_terms"].values()))
+    assert env.observation_space.contains(obs)
+    (traj,) = run_episodes(env_id, {}, policy, [0], num_envs=1, progress=False)
+    assert all(s.parse_error is not None for s in traj.steps)
+    path = write_trajectories([traj], tmp_path / "surrogates.parquet")
+    (back,) = trajectories_from_frame(load_trajectories(path))
+    assert [s.action for s in back.steps] == [
+        s.action.replace("\ud800", "\ufffd") for s in traj.steps]
+    for name in ("observation", "parse_error", "reward", "reward_terms", "info"):
+        assert [getattr(s, name) for s in back.steps] == [getattr(s, name) for s in traj.steps]

@@ -45,6 +45,24 @@ def test_parquet_roundtrip(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temp file
 
 
+def test_text_that_is_not_valid_unicode_does_not_stop_a_write(tmp_path):
+    """A lone surrogate (from a buggy policy or data) anywhere in a trajectory: the file is
+    written; text fields keep U+FFFD in its place, JSON fields keep it exactly."""
+    bad = "x\ud800y\udfff"
+    step = Step(index=0, observation=bad, action=bad, reward=-0.1, reward_terms={bad: -0.1},
+                parse_error={"position": 1, "reason": bad}, terminated=True, segment_end="end",
+                info={"note": bad, bad: [bad]}, ops=[{"kind": "add", "text": bad}])
+    traj = Trajectory("memgym/X-v0", 0, {"k": bad}, "p", [step], final_observation=bad)
+    (back,) = trajectories_from_frame(load_trajectories(
+        write_trajectories([traj], tmp_path / "t.parquet")))
+    fixed = "x\ufffdy\ufffd"
+    assert (back.steps[0].observation, back.steps[0].action, back.final_observation) == (
+        fixed, fixed, fixed)
+    for name in ("reward_terms", "parse_error", "info", "ops"):
+        assert getattr(back.steps[0], name) == getattr(step, name), name
+    assert back.config == traj.config
+
+
 def test_wrong_schema_version_is_refused(tmp_path):
     traj = Trajectory("memgym/X-v0", 0, {}, "p", [_step(0, [], [], "end")])
     path = write_trajectories([traj], tmp_path / "t.parquet")

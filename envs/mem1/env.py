@@ -168,15 +168,10 @@ class Mem1Env(MemgymEnv):
                 **self._info(self.prompt_tokens)}
         return observation, info
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply one turn: rewrite the state, then search or answer (see the class docs)."""
-        action = action if isinstance(action, str) else str(action)
         parsed = self.codec.decode(action)
         terms = {"format": 0.0 if parsed.ok else -self.format_penalty, "em": 0.0}
-        if self.done:  # stepping past the end: nothing happens
-            terms["format"] = 0.0
-            return "", 0.0, True, False, step_info(parsed, [], terms, "end",
-                                                   **self._info(0))
         context_tokens = self.prompt_tokens + count_tokens(action)
         self.peak_tokens = max(self.peak_tokens, context_tokens)
         self.turn += 1

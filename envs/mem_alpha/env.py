@@ -255,10 +255,10 @@ class MemAlphaEnv(MemgymEnv):
         acc = float(np.mean([a.score for a in answered])) if answered else 0.0
         return acc, [a.__dict__ for a in answered]
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply the tool calls in ``action`` for the current chunk and move to the next one."""
         chunk = self.chunks[self.t]
-        parsed = self.codec.decode(action if isinstance(action, str) else str(action))
+        parsed = self.codec.decode(action)
         results = self.memory.apply_all(parsed.ops, step=self.t, timestamp=chunk.date)
         writes = [(r.op.memory_type, (r.op.content if isinstance(r.op, MemoryInsert)
                                       else r.op.new_content).strip())

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from memgym.codecs.base import ParseResult
 from memgym.codecs.memact import MemActCodec
 from memgym.context import Message, WorkingContext, count_tokens
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
@@ -15,6 +14,7 @@ from memgym.envs.memact.pool import split_pool
 from memgym.errors import ConfigError
 from memgym.ops import Answer, EditContext, OpResult, Retrieve
 from memgym.scoring import exact_match, token_f1
+from memgym.surrogates import first_surrogate
 
 INSTRUCTIONS = """\
 You answer a multi-hop question by searching a collection of Wikipedia paragraphs.
@@ -78,8 +78,8 @@ class MemActEnv(MemgymEnv):
     ## Episode End
     Terminates when the agent answers, or with answer reward 0 when the context exceeds
     ``max_context_tokens`` after a step (overflow is a failure state of the task, not a time
-    limit, so it terminates). Truncates after ``max_steps`` steps without an answer. Steps after
-    the end change nothing and give reward 0.
+    limit, so it terminates). Truncates after ``max_steps`` steps without an answer. A step
+    after the end raises :class:`memgym.errors.ResetNeeded` (as in every memgym env).
 
     ## Info
     ``ops``, ``op_results`` (``id``: the tool-call id given to the call), ``parse_error``,
@@ -228,14 +228,12 @@ class MemActEnv(MemgymEnv):
         return OpResult(op, True), float(self.judge(op.text, gold) >= self.threshold)
 
     # ------------------------------------------------------------------------------- step
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply one assistant message (see the class docstring)."""
         terms = {"answer": 0.0, "format": 0.0}
-        if self.outcome is not None:
-            info = step_info(ParseResult(()), [], terms, "end", **self._info())
-            return self._observation(), 0.0, *self.outcome, info
-        text = clean((action if isinstance(action, str) else str(action))[:self.max_action_chars])
-        parsed = self.codec.decode(text)
+        raw = action[:self.max_action_chars]
+        text = clean(raw)  # what the context shows; the codec sees the raw text when it is not
+        parsed = self.codec.decode(raw if first_surrogate(raw) >= 0 else text)  # valid Unicode
         results: list[OpResult] = []
         edited = answered = False
         extra: dict[str, Any] = {}

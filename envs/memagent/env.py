@@ -184,9 +184,8 @@ class MemAgentEnv(MemgymEnv):
         return OpResult(op, True, reason=f"cut to {self.max_memory_tokens} tokens / "
                         f"{CHARS_PER_TOKEN * self.max_memory_tokens} chars" if cut else "")
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Rewrite the memory (chunk step) or score the boxed answer (answer step)."""
-        action = action if isinstance(action, str) else str(action)
         terms = {self.metric: 0.0, "format": 0.0}
         extra: dict[str, Any] = {}
         terminated = self.t >= len(self.instance.items)

@@ -128,10 +128,10 @@ class MemoryManagerEnv(MemgymEnv):
                 "bank_size": 0, **self._item_info()}
         return self._observation(), info
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply the ops in ``action`` for the current item and move to the next item."""
         item = self.instance.items[self.t]
-        parsed = self.codec.decode(action if isinstance(action, str) else str(action))
+        parsed = self.codec.decode(action)
         results = self.bank.apply_all(parsed.ops, step=self.t, provenance=item.id)
         terms = {"format": 0.0 if parsed.ok else -self.format_penalty, "qa": 0.0}
         self.t += 1

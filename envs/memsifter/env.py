@@ -258,9 +258,9 @@ class MemSifterEnv(MemgymEnv):
         (answered,) = self.answerer.answer([Question(self.qa.question, (self.qa.answer,))], bank)
         return answered.score
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Score the ranking in ``action``; the episode ends."""
-        parsed = self.codec.decode(action if isinstance(action, str) else str(action))
+        parsed = self.codec.decode(action)
         extra: dict[str, Any] = {"ranking": [], "dropped": [], "score_0": None, "tiers": {},
                                  "weights": {}}
         if not parsed.ok:
