@@ -191,6 +191,10 @@ def replay_records(env: gym.Env, traj_id: str, seed: int, steps: list[dict],
         next_obs = steps[k + 1]["observation"] if k + 1 < len(steps) else final_observation
         if found := _mismatch(rec, next_obs, result):
             return _divergence(traj_id, k, *found), k + 1
+        if (result[2] or result[3]) and k + 1 < len(steps):  # the env takes no step past it
+            return Divergence(traj_id, k, "episode_end",
+                              f"the file holds {len(steps) - k - 1} more steps after this one",
+                              "the episode ended at this step"), k + 1
     if final_observation is not None and steps and not (
             steps[-1]["terminated"] or steps[-1]["truncated"]):
         return Divergence(traj_id, len(steps) - 1, "episode_end", "episode ends after this step",
@@ -294,5 +298,9 @@ def replay_prefix(env: gym.Env, traj: Trajectory, k: int) -> tuple[str, dict]:
         result = env.step(traj.steps[j].action)
         if found := _mismatch(step_record(traj.steps[j]), traj.steps[j + 1].observation, result):
             raise ReplayError(_divergence(traj.id, j, *found).describe())
+        if result[2] or result[3]:
+            raise ReplayError(Divergence(traj.id, j, "episode_end", "the trajectory holds more "
+                                         "steps after this one",
+                                         "the episode ended at this step").describe())
         obs, info = result[0], result[4]
     return obs, info

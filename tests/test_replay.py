@@ -101,6 +101,20 @@ def test_truncated_row_is_located(saved, tmp_path, keep, bad_step, message):
     assert result.exit_code == 1 and f"step {bad_step} field steps" in result.output
 
 
+def test_steps_after_the_end_are_located_not_stepped(saved, tmp_path):
+    """A file whose steps go on after the episode ended (the env refuses such a step with
+    ResetNeeded) diverges at the last step the env took."""
+    frame = load_trajectories(saved)
+    steps = list(frame.at[5, "steps"])
+    frame.at[5, "steps"] = [*steps, {**steps[-1], "index": 4, "observation": ""}]
+    frame.at[5, "num_steps"] = 5
+    (d,) = replay(frame).divergences
+    assert (d.trajectory_id, d.step, d.field) == (frame.at[5, "trajectory_id"], 3, "episode_end")
+    assert d.recorded == "the file holds 1 more steps after this one"
+    result = CliRunner().invoke(app, ["replay", str(_write_frame(frame, tmp_path / "t.parquet"))])
+    assert result.exit_code == 1 and "step 3 field episode_end" in result.output
+
+
 def test_wrong_schema_version_and_truncated_file_are_refused(saved, tmp_path, capsys, monkeypatch):
     bad = _write_frame(load_trajectories(saved), tmp_path / "v99.parquet", version="99")
     with pytest.raises(SchemaError, match="schema version 99, this memgym reads version 3"):
