@@ -188,7 +188,7 @@ def step_record(step: Step) -> dict:
     terms and info (None: not recorded); ``segment_end`` "" for None. JSON text is ASCII (any
     string survives as its escape); the observation and the action are stored as given, but a
     lone surrogate in them (text that is not valid Unicode, which UTF-8 cannot store: a policy's
-    bug, that step's parse error) as U+FFFD."""
+    bug, that step's parse error) as U+FFFD, so replay reports that step as diverging."""
     return {
         "index": step.index, "observation": replace_surrogates(step.observation),
         "action": replace_surrogates(step.action),
