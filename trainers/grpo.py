@@ -3,7 +3,7 @@ trajectory's group-relative advantage (or, with memory-token credit, a per-token
 
 TRL 1.16's GRPOTrainer assumes one completion per prompt, so the segment-aware trainer is
 memgym's; the estimators are :mod:`memgym.trainers.advantages`, the loss pieces
-:mod:`memgym.trainers.losses`, logprobs and entropies TRL's ``selective_log_softmax_and_entropy``.
+:mod:`memgym.trainers.losses`, logprobs and entropies :mod:`memgym.trainers.logprobs`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import math
 
 import torch
 from transformers import PreTrainedModel
-from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from memgym.batch import check_temperature
 from memgym.errors import ConfigError
@@ -63,7 +62,7 @@ def completion_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
     Args:
         model: A causal LM.
         packed: A batch from :func:`pack_segments`.
-        entropy: Also return the per-token entropy (TRL's ``selective_log_softmax_and_entropy``).
+        entropy: Also return the per-token entropy ``-Σ_v p_v log p_v`` (no gradient).
         temperature: The sampling temperature T > 0 (see :func:`memgym.batch.training_temperature`).
 
     Returns:
@@ -81,9 +80,12 @@ def completion_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32, fp64 kept
     if temperature != 1.0:
         logits = logits / temperature
+    all_logp = torch.log_softmax(logits, -1)
+    logp = all_logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     if not entropy:
-        return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1), None
-    return selective_log_softmax_and_entropy(logits, targets, entropy_requires_grad=False)
+        return logp, None
+    with torch.no_grad():
+        return logp, -(all_logp.exp() * all_logp).sum(-1)
 
 
 def sampler_logprobs(segments: list[Segment], width: int) -> torch.Tensor:
