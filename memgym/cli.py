@@ -120,7 +120,7 @@ def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to
     else:
         from functools import partial
 
-        from memgym.rollouts.ray_config import RolloutConfig
+        from memgym.config import RolloutConfig
         from memgym.rollouts.ray_runner import RayRolloutRunner
 
         _check_policy(env_id, policy, tokenizer)  # fail here, not in an actor's constructor
@@ -168,7 +168,9 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
 
 @app.command()
 def train(config: Path, set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override a top-level config key: KEY=VALUE; repeatable.")] = None,
+        "--set", help="Override a config key: KEY=VALUE, KEY dotted into its section "
+                      "(grpo.learning_rate=1e-6, rollout.engine=vllm, model.dtype=bf16), VALUE "
+                      "YAML; repeatable.")] = None,
           resume: Annotated[bool, typer.Option(
               "--resume", help="Continue from RUN_DIR/checkpoint if it exists")] = False,
           overwrite: Annotated[bool, typer.Option(
@@ -176,12 +178,14 @@ def train(config: Path, set_: Annotated[list[str] | None, typer.Option(
           ) -> None:
     """Train a policy as CONFIG says (see experiments/quickstart.yaml). A RUN_DIR that holds a
     run is refused unless --resume or --overwrite is given."""
-    from memgym.config import load_config
+    from memgym.config import load_config, parse_overrides
+
+    overrides = (parse_overrides(set_ or []) | ({"resume": True} if resume else {})
+                 | ({"overwrite": True} if overwrite else {}))
+    parsed = load_config(config, overrides)  # before torch is imported: errors come fast
     from memgym.train import train as run_training
 
-    overrides = (_kv(set_) | ({"resume": True} if resume else {})
-                 | ({"overwrite": True} if overwrite else {}))
-    run_training(load_config(config, overrides), console)
+    run_training(parsed, console)
 
 
 @app.command()

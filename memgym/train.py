@@ -174,7 +174,7 @@ def load_policy(config: TrainConfig, checkpoint: Path | None = None):
         from peft import PeftModel
 
         return PeftModel.from_pretrained(model, checkpoint, is_trainable=True), tokenizer, ref_model
-    model, tokenizer = load_model(str(checkpoint))
+    model, tokenizer = load_model(config.model.model_copy(update={"name_or_path": str(checkpoint)}))
     return model, tokenizer, ref_model
 
 
@@ -229,7 +229,7 @@ def make_rollout(config: TrainConfig, engine: HFEngine, sampling: SamplingParams
     from memgym.rollouts.ray_runner import RayRolloutRunner
 
     runner = RayRolloutRunner(config.env_id, config.env, partial(
-        hf_policy, config.model, sampling, "policy", config.num_envs), config.rollout)
+        hf_policy, config.model.name_or_path, sampling, "policy", config.num_envs), config.rollout)
 
     def run_ray(seeds: list[int], seed: int) -> list[Trajectory]:
         runner.load_state_dict(engine.model.state_dict())

@@ -21,6 +21,7 @@ from transformers import (
     PreTrainedTokenizer,
 )
 
+from memgym.config import ModelConfig
 from memgym.engine import ChatMessages, Completion, SamplingParams
 from memgym.errors import EngineError
 from memgym.rollouts.chat import ChatRenderer
@@ -60,32 +61,72 @@ def smollm2_path() -> Path:
     return target
 
 
-def _model_dir(name_or_path: str) -> Path:
+def model_source(name_or_path: str) -> str:
+    """What transformers loads for ``name_or_path``: the converted SmolLM2 for ``"smollm2"``, a
+    local directory, or (a name that is not a path on disk, like ``Qwen/Qwen2.5-3B-Instruct``)
+    a Hugging Face id, which transformers resolves from its cache or the Hub.
+
+    Raises:
+        EngineError: A local path that exists but holds no ``config.json``.
+    """
     path = smollm2_path() if name_or_path == SMOLLM2 else Path(name_or_path)
-    if not (path / "config.json").is_file():
-        raise EngineError(f"expected a model directory with config.json, got {path}")
-    return path
+    if (path / "config.json").is_file():
+        return str(path)
+    if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+        raise EngineError(f"expected a model directory with config.json or a Hugging Face id "
+                          f"(org/name), got {name_or_path!r}")
+    return name_or_path
+
+
+def _from_pretrained(loader, source: str, **kwargs):
+    """``loader.from_pretrained(source)``, its failure to find a model as an EngineError."""
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as exc:  # transformers: not in the cache and not downloadable
+        raise EngineError(f"could not load {source!r}: {exc}") from exc
 
 
 def load_tokenizer(name_or_path: str = SMOLLM2) -> PreTrainedTokenizer:
-    """The tokenizer (left padding) of a local model directory, or of ``"smollm2"``.
+    """The tokenizer (left padding) of ``"smollm2"``, a model directory or a Hugging Face id.
 
     Raises:
-        EngineError: The path does not hold a model.
+        EngineError: No model is found there (see :func:`model_source`).
     """
-    tokenizer = AutoTokenizer.from_pretrained(_model_dir(name_or_path))
+    tokenizer = _from_pretrained(AutoTokenizer, model_source(name_or_path))
     tokenizer.padding_side = "left"
     return tokenizer
 
 
-def load_model(name_or_path: str = SMOLLM2) -> tuple[PreTrainedModel, PreTrainedTokenizer]:
-    """Load a causal LM and its tokenizer from a local path, or ``"smollm2"`` (default policy).
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → this process's GPU (``LOCAL_RANK`` under ``torchrun`` / ``accelerate
+    launch``) when CUDA is available, else the CPU; anything else as given."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def load_model(spec: str | ModelConfig = SMOLLM2) -> tuple[PreTrainedModel, PreTrainedTokenizer]:
+    """Load a causal LM and its tokenizer as ``spec`` says: its dtype, device, attention
+    implementation and gradient checkpointing (all through transformers).
+
+    Args:
+        spec: A :class:`memgym.config.ModelConfig`, or just its ``name_or_path`` (then float32
+            on the ``auto`` device).
 
     Raises:
-        EngineError: The path does not hold a model.
+        EngineError: No model is found (see :func:`model_source`).
     """
-    model = AutoModelForCausalLM.from_pretrained(_model_dir(name_or_path), dtype=torch.float32)
-    return model, load_tokenizer(name_or_path)
+    spec = ModelConfig(name_or_path=spec) if isinstance(spec, str) else spec
+    kwargs = {} if spec.attn_implementation is None else {
+        "attn_implementation": spec.attn_implementation}
+    source = model_source(spec.name_or_path)
+    model = _from_pretrained(AutoModelForCausalLM, source, dtype=spec.dtype, **kwargs)
+    model.to(resolve_device(spec.device))
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, load_tokenizer(spec.name_or_path)
 
 
 def _common_prefix(rows: Sequence[Sequence[int]]) -> int:

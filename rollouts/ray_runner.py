@@ -35,11 +35,11 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm.auto import tqdm
 
+from memgym.config import RolloutConfig
 from memgym.engine import Completion
 from memgym.errors import ConfigError, RolloutError
 from memgym.rollouts.policy import Policy
 from memgym.rollouts.ray_actors import EnvWorker, PolicyActor
-from memgym.rollouts.ray_config import RolloutConfig
 from memgym.rollouts.runner import record_step
 from memgym.trajectory import Trajectory
 

@@ -33,7 +33,7 @@ def ray_local():
 
     import ray
 
-    from memgym.rollouts.ray_config import RolloutConfig
+    from memgym.config import RolloutConfig
     from memgym.rollouts.ray_runner import init_ray
 
     init_ray(RolloutConfig(ray_address="local", object_store_memory=100_000_000,

@@ -8,9 +8,9 @@ import tempfile
 
 import pytest
 
+from memgym.config import RolloutConfig
 from memgym.envs import baselines
 from memgym.rollouts import run_episodes
-from memgym.rollouts.ray_config import RolloutConfig
 from memgym.rollouts.ray_runner import RayRolloutRunner
 
 from .conftest import episode_view

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from memgym import load_trajectories, write_trajectories
+from memgym.config import RolloutConfig
 from memgym.envs import baselines
 from memgym.errors import RolloutError
 from memgym.rollouts import run_episodes
-from memgym.rollouts.ray_config import RolloutConfig
 from memgym.rollouts.ray_runner import RayRolloutRunner
 
 from .conftest import episode_view

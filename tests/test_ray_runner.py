@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 
 from memgym import load_trajectories, write_trajectories
 from memgym.cli import app
+from memgym.config import RolloutConfig
 from memgym.engine import SamplingParams
 from memgym.envs import baselines
 from memgym.errors import ConfigError, PolicyError
 from memgym.replay import replay
 from memgym.rollouts import LLMPolicy, run_episodes
 from memgym.rollouts.ray_actors import hf_policy
-from memgym.rollouts.ray_config import RolloutConfig
 from memgym.rollouts.ray_runner import RayRolloutRunner
 from memgym.trajectory import trajectories_from_frame
 

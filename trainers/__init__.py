@@ -1,6 +1,7 @@
 """Segment-aware trainers: advantage estimators, loss pieces and the GRPO trainer."""
 
 from memgym.batch import RolloutBatch, group_ids
+from memgym.config.trainer import GRPOConfig, TrainerConfig
 from memgym.trainers.advantages import (
                                         ESTIMATORS,
                                         dr_grpo_advantages,
@@ -11,8 +12,7 @@ from memgym.trainers.advantages import (
                                         rloo_advantages,
                                         trajectory_advantages,
 )
-from memgym.trainers.base import TrainerConfig
-from memgym.trainers.grpo import GRPOConfig, GRPOTrainer, SegmentBatch
+from memgym.trainers.grpo import GRPOTrainer, SegmentBatch
 from memgym.trainers.losses import (
                                         KL_ESTIMATORS,
                                         LOSS_AGG_MODES,

@@ -11,8 +11,8 @@ Groups are integer ids (``(T,)`` int64): trajectories of the same episode seed (
 prompt") or rollouts continued from one shared forked memory state (Memory-R2 style); see
 :func:`memgym.batch.group_ids`.
 
-:data:`ESTIMATORS` is the registry the trainers' configs validate against: adding an estimator
-is one entry there.
+:data:`ESTIMATORS` implements the estimators that :data:`memgym.config.trainer.EstimatorName`
+names (a new one is an entry in both; a test keeps them equal).
 """
 
 from __future__ import annotations

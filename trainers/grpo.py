@@ -10,21 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
 from transformers import PreTrainedModel
 
 from memgym.batch import RolloutBatch
+from memgym.config.trainer import GRPOConfig
 from memgym.errors import ConfigError
 from memgym.trainers.advantages import (
-    ESTIMATORS,
     expand_to_segments,
     memory_token_advantages,
     trajectory_advantages,
 )
-from memgym.trainers.base import TrainerConfig, check_choice
 from memgym.trainers.diagnostics import (
     has_sampler_logprobs,
     logprob_mismatch,
@@ -39,57 +36,6 @@ from memgym.trainers.logprobs import (
 )
 from memgym.trainers.losses import clipped_surrogate, kl_divergence, update_coefficients
 from memgym.trajectory import Segment, Trajectory
-
-
-class GRPOConfig(TrainerConfig):
-    """GRPO hyper-parameters (the ``grpo:`` section of a train config): the shared
-    :class:`~memgym.trainers.base.TrainerConfig` and
-
-    Attributes:
-        estimator: A key of :data:`memgym.trainers.advantages.ESTIMATORS`: ``grpo`` |
-            ``dr_grpo`` | ``rloo`` | ``reinforce_pp``.
-        group_by: Group definition: ``seed`` (same env, config and episode seed) or ``fork``
-            (``Trajectory.group``: forks of one shared memory state, Memory-R2 style).
-        adv_eps: Std guard of ``grpo`` / ``reinforce_pp``.
-        beta: KL coefficient to the reference model; 0 disables KL (no reference needed).
-        kl_mode: ``loss`` (``β·KL`` added to the per-token loss, GRPO) or ``penalty``
-            (``β·KL`` subtracted, detached, from each token's advantage: a per-token reward
-            penalty).
-        memory_terms: Reward-term names whose episode sum is the memory return; when set,
-            memory-op tokens (``Segment.memory_mask``, recorded at rollout) get its
-            group-relative advantage (HiMPO-style memory-token credit,
-            :func:`memgym.trainers.advantages.memory_token_advantages`); empty disables it.
-
-    A legacy ``clip_eps`` sets clip_low and clip_high; ``scale_rewards: false`` means
-    estimator ``dr_grpo``.
-    """
-
-    estimator: str = "grpo"
-    group_by: Literal["seed", "fork"] = "seed"
-    adv_eps: float = Field(1e-6, ge=0)
-    beta: float = Field(0.0, ge=0)
-    kl_mode: Literal["loss", "penalty"] = "loss"
-    memory_terms: list[str] = Field(default_factory=list)
-
-    @field_validator("estimator")
-    @classmethod
-    def _known_estimator(cls, value: str) -> str:
-        return check_choice(value, ESTIMATORS, "advantage estimator")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy(cls, data):
-        """Map the version-0 keys: ``clip_eps`` → clip_low and clip_high; ``scale_rewards:
-        false`` → estimator ``dr_grpo``."""
-        if isinstance(data, dict):
-            data = dict(data)
-            if "clip_eps" in data:
-                eps = data.pop("clip_eps")
-                data.setdefault("clip_low", eps)
-                data.setdefault("clip_high", eps)
-            if "scale_rewards" in data:
-                data.setdefault("estimator", "grpo" if data.pop("scale_rewards") else "dr_grpo")
-        return data
 
 
 @dataclass

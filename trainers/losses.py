@@ -8,8 +8,9 @@ segments in the whole optimizer batch. A per-token loss ``l`` ``(B, C)`` becomes
 micro-batch loop, so the sum over micro-batches is the same loss (and gradient) however the batch
 is split: 1 micro-batch of 8 equals 8 of 1.
 
-:data:`LOSS_AGG_MODES` is the registry the trainers' configs validate against: adding a mode is
-one entry there (its per-token weight in a sequence of ``n`` tokens).
+:data:`LOSS_AGG_MODES` implements the loss modes (each one's per-token weight in a sequence of
+``n`` tokens) that :data:`memgym.config.trainer.LossAggMode` names; a new mode is an entry here
+and its name there (the torch-free config validates names without importing the trainers).
 """
 
 from __future__ import annotations

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from transformers import PreTrainedModel
 
 from memgym.batch import RolloutBatch
+from memgym.config.trainer import PPOConfig
 from memgym.errors import ConfigError
-from memgym.trainers.base import TrainerConfig
 from memgym.trainers.diagnostics import (
     explained_variance,
     has_sampler_logprobs,
@@ -49,42 +47,6 @@ from memgym.trainers.logprobs import (
 from memgym.trainers.losses import clipped_surrogate, kl_divergence, update_coefficients
 from memgym.trainers.value import completion_values, value_model_from_policy
 from memgym.trajectory import Segment, Step, Trajectory
-
-
-class PPOConfig(TrainerConfig):
-    """PPO hyper-parameters (the ``ppo:`` section of a train config): the shared
-    :class:`~memgym.trainers.base.TrainerConfig` (verl's PPO defaults: lr 1e-6, ``k1``; the
-    clip range, weighting and reduction apply to the policy, value and KL terms alike) and
-
-    Attributes:
-        value_learning_rate: AdamW learning rate of the critic (Memory-R1: 10× the policy's).
-        gamma: GAE discount γ.
-        lam: GAE λ.
-        whiten_advantages: Normalize the advantages over the batch's policy tokens.
-        cliprange_value: Value clipping around the old value (PPO2); 0 disables it.
-        vf_coef: Weight of the value loss.
-        kl_coef: Per-token KL penalty subtracted from the rewards before GAE (Ouyang et al.
-            2022; verl ``use_kl_in_reward``).
-        kl_loss_coef: Weight of a KL term in the loss (GRPO's form; verl ``use_kl_loss``).
-        ppo_epochs: Passes over the batch.
-        seed: Seed of the mini-batch shuffling (with the step number, so resume is exact).
-
-    ``grad_accum`` micro-batches make one mini-batch (None: the whole batch in one update per
-    epoch); ``max_grad_norm`` clips the policy's and the critic's gradients separately.
-    """
-
-    learning_rate: float = Field(1e-6, gt=0)
-    kl_estimator: Literal["k1", "k3", "low_var_kl"] = "k1"
-    value_learning_rate: float = Field(1e-5, gt=0)
-    gamma: float = Field(1.0, ge=0, le=1)
-    lam: float = Field(0.95, ge=0, le=1)
-    whiten_advantages: bool = True
-    cliprange_value: float = Field(0.2, ge=0)
-    vf_coef: float = Field(0.5, ge=0)
-    kl_coef: float = Field(0.0, ge=0)
-    kl_loss_coef: float = Field(0.0, ge=0)
-    ppo_epochs: int = Field(1, ge=1)
-    seed: int = 0
 
 
 def _pad(rows: list[list[float]], width: int, dtype: torch.dtype) -> torch.Tensor:

@@ -24,9 +24,9 @@ import time
 import gymnasium as gym
 import ray
 
+from memgym.config import RolloutConfig
 from memgym.envs import baselines
 from memgym.rollouts.ray_actors import EnvWorker
-from memgym.rollouts.ray_config import RolloutConfig
 from memgym.rollouts.ray_runner import RayRolloutRunner, init_ray
 
 ENV_ID = "memgym/LoCoMoMemoryManager-v0"

@@ -1,0 +1,188 @@
+"""The run configuration of ``memgym train``: the model, LoRA, sampling, distribution and the
+top-level :class:`TrainConfig` that holds every section."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from memgym.config.base import Section
+from memgym.config.rollout import RolloutConfig
+from memgym.config.trainer import GRPOConfig, PPOConfig
+
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
+                 "float": "float32"}
+
+
+class ModelConfig(Section):
+    """The policy model (the ``model:`` section; a plain string is its ``name_or_path``).
+
+    Attributes:
+        name_or_path: ``"smollm2"`` (the SmolLM2-135M-Instruct that ships with memgym), a
+            local model directory (e.g. the output of ``memgym sft``: a warm start) or a
+            Hugging Face id (loaded by transformers: from its cache, or downloaded where the
+            machine may). The KL reference, if any, is this model.
+        dtype: Weights and compute dtype: ``float32`` | ``bfloat16`` | ``float16`` (``fp32`` /
+            ``bf16`` / ``fp16`` are accepted) or ``auto`` (the checkpoint's own).
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``. Under
+            ``accelerate launch`` / ``torchrun`` each process uses its own local GPU.
+        gradient_checkpointing: Recompute activations in the backward pass (transformers'
+            ``gradient_checkpointing_enable``): less memory, ~30% more compute.
+        attn_implementation: transformers' attention backend (``sdpa``, ``eager``,
+            ``flash_attention_2``, ...); None: transformers' default.
+        fast_path: Let the HF engine use its CPU decoding fast path (prepacked linears, an
+            in-place KV cache, a shared-prefix prefill) where it is valid: CPU, float32 and an
+            attention it reproduces. False: always plain ``generate``.
+    """
+
+    name_or_path: str = "smollm2"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None
+    fast_path: bool = True
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_alias(cls, value):
+        return DTYPE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        kind, _, index = value.partition(":")
+        if kind not in ("auto", "cpu", "cuda") or (index and not (kind == "cuda"
+                                                                  and index.isdigit())):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+
+class DistributedConfig(Section):
+    """Data-parallel or sharded training (the ``distributed:`` section), through Accelerate.
+
+    The processes come from the launcher: ``accelerate launch`` or ``torchrun`` on one node
+    (``python -m memgym train ...`` as the program), Ray on a cluster (``launcher: ray``). Each
+    process runs its share of the batch's rollouts, and the trainer's gradients are averaged
+    across processes by the strategy's own collectives.
+
+    Attributes:
+        strategy: ``none`` (one process), ``ddp`` (PyTorch DistributedDataParallel), ``fsdp2``
+            (PyTorch FSDP2, ``fully_shard``: parameters, gradients and optimizer state
+            sharded) or ``deepspeed`` (ZeRO stage 3; needs the ``deepspeed`` package).
+        launcher: ``torchrun`` (processes started by ``accelerate launch`` / ``torchrun``) or
+            ``ray`` (``memgym train`` starts ``num_workers`` Ray Train workers that form one
+            torch.distributed group).
+        num_workers: Processes a ``ray`` launcher starts.
+        use_gpu: Give each Ray worker one GPU.
+        backend: torch.distributed backend; None: NCCL on GPUs, gloo on CPU.
+    """
+
+    strategy: Literal["none", "ddp", "fsdp2", "deepspeed"] = "none"
+    launcher: Literal["torchrun", "ray"] = "torchrun"
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    backend: Literal["nccl", "gloo"] | None = None
+
+
+class LoraConfig(Section):
+    """peft LoRA settings."""
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class SamplingConfig(Section):
+    """Sampling during training rollouts (evaluation decodes greedily)."""
+
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class TrainConfig(Section):
+    """Everything ``memgym train`` needs; see ``experiments/quickstart.yaml``.
+
+    Attributes:
+        run_dir: Output directory.
+        env_id: Registered env id.
+        env: ``gymnasium.make`` kwargs for training episodes.
+        eval_env: kwargs overriding ``env`` for evaluation (e.g. ``split: val``).
+        model: The policy model, its dtype and device (:class:`ModelConfig`; a plain string
+            sets only ``model.name_or_path``).
+        lora: LoRA settings, or None for full fine-tuning.
+        algorithm: ``grpo`` (the ``grpo:`` section applies) or ``ppo`` (``ppo:``: a critic
+            initialized from the policy, GAE across segments; full fine-tuning only).
+        iterations: Optimizer steps (one batch of rollouts each).
+        episodes_per_iteration: Distinct episode seeds per batch.
+        group_size: Rollouts per seed (the GRPO group).
+        num_envs: Envs stepped together (generation batch).
+        eval_episodes: Episodes per policy in each evaluation.
+        seed: Master seed.
+        eval_every: Evaluate the policy (greedy, on ``eval_env``) every this many iterations;
+            0: only before and after training.
+        checkpoint_every: Save ``run_dir/checkpoint`` every this many iterations (it is always
+            saved at the end); 0: only at the end.
+        resume: Continue from ``run_dir/checkpoint`` when it exists: model (or adapter),
+            optimizer, trainer step, RNG states, metrics and trajectories so far, so the run
+            continues exactly as if it had not stopped.
+        overwrite: Delete what an earlier run left in ``run_dir`` and start afresh; without
+            it (or ``resume``) a ``run_dir`` that holds a run is refused.
+        tensorboard: Also log every metric to ``run_dir/tensorboard`` (TensorBoard).
+        rollout: The engine (``hf`` / ``vllm`` / ``openai``), weight sync, asynchrony and
+            where rollouts run: ``rollout.ray_address`` None (default) keeps the local runner;
+            ``local`` / ``auto`` / ``ray://…`` uses the Ray runner
+            (:class:`memgym.config.rollout.RolloutConfig`).
+        distributed: Data-parallel / sharded training (:class:`DistributedConfig`).
+    """
+
+    run_dir: str = "runs/quickstart"
+    env_id: str = "memgym/LoCoMoMemoryManager-v0"
+    env: dict = Field(default_factory=dict)
+    eval_env: dict = Field(default_factory=lambda: {"split": "val"})
+    model: ModelConfig = ModelConfig()
+    lora: LoraConfig | None = None
+    algorithm: Literal["grpo", "ppo"] = "grpo"
+    iterations: int = Field(10, ge=0)
+    episodes_per_iteration: int = Field(4, ge=1)
+    group_size: int = Field(4, ge=2)
+    num_envs: int = Field(16, ge=1)
+    eval_episodes: int = Field(16, ge=1)
+    seed: int = 0
+    eval_every: int = Field(0, ge=0)
+    checkpoint_every: int = Field(0, ge=0)
+    resume: bool = False
+    overwrite: bool = False
+    tensorboard: bool = True
+    sampling: SamplingConfig = SamplingConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    ppo: PPOConfig = PPOConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    distributed: DistributedConfig = DistributedConfig()
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value):
+        return {"name_or_path": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _ppo_consistent(self):
+        if self.algorithm == "ppo" and self.lora is not None:
+            raise ValueError("algorithm 'ppo' builds its critic from a plain policy: remove lora")
+        if self.rollout.ray_address is not None and self.lora is not None:
+            raise ValueError("Ray rollouts send full weights to the engine actors: remove lora "
+                             "or rollout.ray_address")
+        if self.rollout.engine == "openai":
+            raise ValueError("rollout.engine 'openai' serves weights memgym cannot update: "
+                             "train with 'hf' or 'vllm' (openai is for rollout and eval)")
+        return self
+
+    def needs_reference(self) -> bool:
+        """Whether the algorithm's KL terms need a frozen reference model."""
+        if self.algorithm == "ppo":
+            return self.ppo.kl_coef > 0 or self.ppo.kl_loss_coef > 0
+        return self.grpo.beta > 0
+
