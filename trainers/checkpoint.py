@@ -118,15 +118,44 @@ def save_checkpoint(directory: str | Path, model: PreTrainedModel, tokenizer: Pr
     Raises:
         ConfigError: ``state`` or ``summary`` holds a value JSON cannot represent.
     """
+    partial = stage_checkpoint(directory)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    return commit_checkpoint(directory, trainer_state, summary, state)
+
+
+def stage_checkpoint(directory: str | Path) -> Path:
+    """Create the empty staging directory ``directory.partial`` (removing one a killed save
+    left) for files that :func:`commit_checkpoint` then commits with the trainer and loop state.
+
+    Returns:
+        The staging directory.
+    """
     target = Path(directory)
-    partial, old = _sibling(target, PARTIAL), _sibling(target, OLD)
+    partial = _sibling(target, PARTIAL)
     target.parent.mkdir(parents=True, exist_ok=True)
     if partial.exists():  # left by a save that was killed
         _remove(partial)
     partial.mkdir()
+    return partial
+
+
+def commit_checkpoint(directory: str | Path, trainer_state: dict[str, Any],
+                      summary: dict | None = None, state: dict[str, Any] | None = None) -> Path:
+    """Write the trainer and loop state into the staging directory of
+    :func:`stage_checkpoint` (which holds the model's files), then its manifest, and commit it
+    to ``directory`` by the protocol of the module docstring. Arguments as
+    :func:`save_checkpoint`.
+
+    Returns:
+        ``directory``.
+
+    Raises:
+        ConfigError: ``state`` or ``summary`` holds a value JSON cannot represent.
+    """
+    target = Path(directory)
+    partial, old = _sibling(target, PARTIAL), _sibling(target, OLD)
     loop = {**(state or {}), "rng": rng_state()}
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
     torch.save(trainer_state, partial / OPTIMIZER_FILE)
     _write_json(partial / STATE_FILE, loop)
     _write_json(partial / SUMMARY_FILE, summary or {})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import PreTrainedModel
@@ -36,6 +37,9 @@ from memgym.trainers.logprobs import (
 )
 from memgym.trainers.losses import clipped_surrogate, kl_divergence, update_coefficients
 from memgym.trajectory import Segment, Trajectory
+
+if TYPE_CHECKING:
+    from memgym.trainers.distributed import Distributed
 
 
 @dataclass
@@ -139,21 +143,34 @@ class GRPOTrainer:
         model: The policy (plain or peft); trained in place.
         pad_token_id: Padding id of the tokenizer.
         config: :class:`GRPOConfig`.
-        ref_model: Frozen reference for the KL term (needed when ``config.beta > 0``).
+        ref_model: Frozen reference for the KL term (needed when ``config.beta > 0``); with
+            ``distributed`` it is moved to the group's device, not sharded.
+        distributed: Train data-parallel or sharded
+            (:class:`~memgym.trainers.distributed.Distributed`): the model and optimizer are
+            prepared by Accelerate, every rank takes the whole batch and computes the loss of
+            its shard of each update's segments with the whole batch's coefficients, and the
+            metrics are whole-batch values on every rank. None: one process.
 
     Raises:
         ConfigError: ``config.beta > 0`` without a reference model.
     """
 
     def __init__(self, model: PreTrainedModel, pad_token_id: int, config: GRPOConfig,
-                 ref_model: PreTrainedModel | None = None) -> None:
+                 ref_model: PreTrainedModel | None = None,
+                 distributed: Distributed | None = None) -> None:
         if config.beta > 0 and ref_model is None:
             raise ConfigError(f"beta={config.beta} needs a reference model (ref_model)")
         self.model, self.pad_token_id, self.config, self.ref_model = (
             model, pad_token_id, config, ref_model)
+        self.distributed = distributed
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
+        if distributed is not None:
+            self.model, self.optimizer = distributed.prepare(model, self.optimizer)
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
+            if ref_model is not None:
+                self.ref_model = ref_model.to(distributed.device)
         self.global_step = 0
 
     def state_dict(self) -> dict:
@@ -171,14 +188,20 @@ class GRPOTrainer:
         for start in range(0, len(rows), mb):
             idx = rows[start:start + mb]
             masks = None if batch.memory_masks is None else [batch.memory_masks[i] for i in idx]
-            yield idx, pack_segments([batch.segments[i] for i in idx], self.pad_token_id, masks)
+            packed = pack_segments([batch.segments[i] for i in idx], self.pad_token_id, masks)
+            if self.distributed is not None:
+                packed = {k: v.to(self.distributed.device) if torch.is_tensor(v) else v
+                          for k, v in packed.items()}
+            yield idx, packed
 
     def _token_advantages(self, batch: SegmentBatch, idx: list[int],
                           packed: dict) -> torch.Tensor:
-        adv = batch.advantages[idx]
+        device = packed["loss_mask"].device
+        adv = batch.advantages[idx].to(device)
         if batch.memory_advantages is None:
             return adv.unsqueeze(-1).expand_as(packed["loss_mask"])
-        return memory_token_advantages(adv, batch.memory_advantages[idx], packed["memory_mask"])
+        return memory_token_advantages(adv, batch.memory_advantages[idx].to(device),
+                                       packed["memory_mask"])
 
     def step(self, batch: RolloutBatch | SegmentBatch) -> dict[str, float]:
         """Compute the loss over all segments (micro-batched), clip gradients, update.
@@ -221,21 +244,33 @@ class GRPOTrainer:
         use_sampler = cfg.behaviour_logprobs == "sampler" or cfg.tis_cap is not None
         compare = has_sampler_logprobs(batch.segments)  # sampler-vs-trainer mismatch
         self.model.train()
-        old = (self._old_logprobs(batch)
+        dist = self.distributed
+        real = [len(rows) for rows in updates]
+        if dist is not None:  # this rank's shard of each update, padded with weight 0
+            shards = [dist.even_shard(list(zip(rows, coef.tolist(), strict=True)))
+                      for rows, coef in zip(updates, coefs, strict=True)]
+            updates = [[i for i, _ in shard] for shard, _ in shards]
+            coefs = [torch.tensor([c for _, c in shard], dtype=torch.float64)
+                     for shard, _ in shards]
+            real = [n for _, n in shards]
+        old = (self._old_logprobs(batch, [i for rows in updates for i in rows])
                if len(updates) > 1 and cfg.behaviour_logprobs == "trainer" else None)
         sums = dict.fromkeys(("loss", "kl", "clip_frac", "entropy", "adv", "adv_sq",
                               "tis_weight", "approx_kl", "clip_frac_low", "clip_frac_high",
                               "nonzero_adv_frac", "grad_norm"), 0.0)
         diff_sum, diff_max = 0.0, 0.0
-        for rows, coef in zip(updates, coefs, strict=True):
+        for rows, coef, n_real in zip(updates, coefs, real, strict=True):
             self.optimizer.zero_grad(set_to_none=True)
             for start, (idx, packed) in zip(range(0, len(rows), cfg.micro_batch),
                                             self._micro_batches(batch, rows), strict=True):
                 mask = packed["loss_mask"]
+                if n_real < len(rows):  # padding rows of a shard count nowhere
+                    keep = torch.arange(start, start + len(idx), device=mask.device) < n_real
+                    mask = mask * keep.unsqueeze(-1).to(mask.dtype)
                 logp, entropy = completion_logprobs(self.model, packed, entropy=True,
                                                     temperature=batch.temperature)
                 sampled = (sampler_logprobs([batch.segments[i] for i in idx], logp.shape[1])
-                           .to(logp.dtype) if use_sampler or compare else None)
+                           .to(logp.device, logp.dtype) if use_sampler or compare else None)
                 before = logp.detach() if old is None else _gather(old, idx, logp.shape)
                 logp_old = sampled if cfg.behaviour_logprobs == "sampler" else before
                 if compare:
@@ -258,9 +293,14 @@ class GRPOTrainer:
                     per_token = per_token * tis
                 if cfg.beta > 0 and cfg.kl_mode == "loss":
                     per_token = per_token + cfg.beta * kl
-                weights = mask * coef[start:start + cfg.micro_batch].to(logp.dtype).unsqueeze(-1)
+                weights = mask * coef[start:start + cfg.micro_batch].to(
+                    logp.device, logp.dtype).unsqueeze(-1)
                 loss = (per_token * weights).sum()
-                loss.backward()
+                if dist is None:
+                    loss.backward()
+                else:
+                    with dist.no_sync(self.model, start + cfg.micro_batch < len(rows)):
+                        dist.backward(loss)
                 sums["loss"] += loss.item() / len(updates)
                 diagnostics = update_diagnostics(logp, logp_old, adv, cfg.clip_low,
                                                  cfg.clip_high)
@@ -268,10 +308,15 @@ class GRPOTrainer:
                                     ("adv", adv), ("adv_sq", adv**2), ("tis_weight", tis),
                                     *diagnostics.items()):
                     sums[name] += float((value.detach() * mask).sum()) / total
-            sums["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(
-                self.params, cfg.max_grad_norm)) / len(updates)
+            sums["grad_norm"] += float(
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm) if dist is None
+                else dist.clip_grad_norm_(self.params, cfg.max_grad_norm)) / len(updates)
             self.optimizer.step()
         self.global_step += 1
+        if dist is not None:  # whole-batch values (grad_norm is the same on every rank)
+            grad_norm, diff_max = sums.pop("grad_norm"), dist.max(diff_max)
+            sums = {**dist.sum({**sums, "diff_sum": diff_sum}), "grad_norm": grad_norm}
+            diff_sum = sums.pop("diff_sum")
         adv_mean = sums.pop("adv")
         adv_std = max(sums.pop("adv_sq") - adv_mean**2, 0.0) ** 0.5
         nan = float("nan")
@@ -281,11 +326,12 @@ class GRPOTrainer:
                 "segments": float(size), "updates": float(len(updates))}
 
     @torch.no_grad()
-    def _old_logprobs(self, batch: SegmentBatch) -> dict[int, torch.Tensor]:
-        """Logprobs of every segment's completion before any update, by segment index, in the
-        update's mode, micro-batches and temperature."""
+    def _old_logprobs(self, batch: SegmentBatch, segments: list[int]
+                      ) -> dict[int, torch.Tensor]:
+        """Logprobs of the completions of ``segments`` (indices) before any update, by segment
+        index, in the update's mode, micro-batches and temperature."""
         rows: dict[int, torch.Tensor] = {}
-        for idx, packed in self._micro_batches(batch, list(range(len(batch.segments)))):
+        for idx, packed in self._micro_batches(batch, segments):
             logp, _ = completion_logprobs(self.model, packed, temperature=batch.temperature)
             rows |= {i: logp[k, :len(batch.segments[i].completion_ids)]
                      for k, i in enumerate(idx)}
@@ -294,7 +340,8 @@ class GRPOTrainer:
 
 def _gather(rows: dict[int, torch.Tensor], idx: list[int], shape: torch.Size) -> torch.Tensor:
     """Right-padded ``(B, C)`` tensor of the rows ``idx``."""
-    out = torch.zeros(shape, dtype=next(iter(rows.values())).dtype)
+    first = next(iter(rows.values()))
+    out = torch.zeros(shape, dtype=first.dtype, device=first.device)
     for k, i in enumerate(idx):
         out[k, :len(rows[i])] = rows[i]
     return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,9 @@ from memgym.trainers.logprobs import (
 from memgym.trainers.losses import clipped_surrogate, kl_divergence, update_coefficients
 from memgym.trainers.value import completion_values, value_model_from_policy
 from memgym.trajectory import Segment, Step, Trajectory
+
+if TYPE_CHECKING:
+    from memgym.trainers.distributed import Distributed
 
 
 def _pad(rows: list[list[float]], width: int, dtype: torch.dtype) -> torch.Tensor:
@@ -177,6 +181,12 @@ class PPOTrainer:
             ``kl_loss_coef`` > 0).
         value_model: The critic (logits ``(B, L, 1)``); default
             :func:`memgym.trainers.value.value_model_from_policy` of ``model``.
+        distributed: Train data-parallel or sharded
+            (:class:`~memgym.trainers.distributed.Distributed`): policy and critic with their
+            optimizers prepared by Accelerate; every rank computes the rollout statistics
+            (old logprobs, values, GAE) of the whole batch, and the loss of its shard of each
+            mini-batch with the whole batch's coefficients; metrics are whole-batch values.
+            None: one process.
 
     Raises:
         ConfigError: A KL coefficient is set without a reference model.
@@ -184,7 +194,8 @@ class PPOTrainer:
 
     def __init__(self, model: PreTrainedModel, pad_token_id: int, config: PPOConfig,
                  ref_model: PreTrainedModel | None = None,
-                 value_model: PreTrainedModel | None = None) -> None:
+                 value_model: PreTrainedModel | None = None,
+                 distributed: Distributed | None = None) -> None:
         if (config.kl_coef > 0 or config.kl_loss_coef > 0) and ref_model is None:
             raise ConfigError("kl_coef or kl_loss_coef > 0 needs a reference model (ref_model)")
         self.model, self.pad_token_id, self.config, self.ref_model = (
@@ -197,7 +208,24 @@ class PPOTrainer:
                                            weight_decay=config.weight_decay)
         self.value_optimizer = torch.optim.AdamW(self.value_params, lr=config.value_learning_rate,
                                                  weight_decay=config.weight_decay)
+        self.distributed = distributed
+        if distributed is not None:
+            self.model, self.optimizer = distributed.prepare(model, self.optimizer)
+            self.value_model, self.value_optimizer = distributed.prepare(
+                self.value_model, self.value_optimizer)
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
+            self.value_params = [p for p in self.value_model.parameters() if p.requires_grad]
+            if ref_model is not None:
+                self.ref_model = ref_model.to(distributed.device)
         self.global_step = 0
+
+    def _pack(self, segments: list[Segment]) -> dict:
+        """:func:`pack_segments` on the group's device."""
+        packed = pack_segments(segments, self.pad_token_id)
+        if self.distributed is None:
+            return packed
+        return {k: v.to(self.distributed.device) if torch.is_tensor(v) else v
+                for k, v in packed.items()}
 
     @torch.no_grad()
     def _rollout_stats(self, batch: PPOBatch) -> dict[str, torch.Tensor]:
@@ -210,7 +238,7 @@ class PPOTrainer:
         use_ref = cfg.kl_coef > 0 or cfg.kl_loss_coef > 0
         out: dict[str, list[torch.Tensor]] = {"old_logp": [], "old_values": [], "ref_logp": []}
         for start in range(0, len(segments), cfg.micro_batch):
-            packed = pack_segments(segments[start:start + cfg.micro_batch], self.pad_token_id)
+            packed = self._pack(segments[start:start + cfg.micro_batch])
             pad = (0, width - packed["completion_len"])
             if cfg.behaviour_logprobs == "trainer":
                 logp, _ = completion_logprobs(self.model, packed, temperature=temp)
@@ -219,7 +247,7 @@ class PPOTrainer:
             if use_ref:
                 ref, _ = completion_logprobs(self.ref_model, packed, temperature=temp)
                 out["ref_logp"].append(F.pad(ref, pad))
-        stats = {k: torch.cat(v) for k, v in out.items() if v}
+        stats = {k: torch.cat(v).cpu() for k, v in out.items() if v}
         if cfg.behaviour_logprobs == "sampler" or cfg.tis_cap is not None:
             sampled = sampler_logprobs(segments, width).to(stats["old_values"].dtype)
             stats["old_logp" if cfg.behaviour_logprobs == "sampler" else "sampler_logp"] = sampled
@@ -317,8 +345,13 @@ class PPOTrainer:
                 coef: torch.Tensor) -> dict[str, float]:
         """One optimizer step of the policy and of the critic on the segments ``rows``, whose
         loss coefficients are ``coef`` ``(len(rows),)``."""
-        cfg, segments = self.config, batch.segments
+        cfg, segments, dist = self.config, batch.segments, self.distributed
         tokens = data["mask"][rows].sum().clamp(min=1)
+        n_real = len(rows)
+        if dist is not None:  # this rank's shard, padded with weight 0
+            shard, n_real = dist.even_shard(list(zip(rows, coef.tolist(), strict=True)))
+            rows = [i for i, _ in shard]
+            coef = torch.tensor([c for _, c in shard], dtype=coef.dtype)
         self.optimizer.zero_grad(set_to_none=True)
         self.value_optimizer.zero_grad(set_to_none=True)
         sums = dict.fromkeys(("loss", "pg_loss", "vf_loss", "kl", "clip_frac", "vf_clip_frac",
@@ -326,9 +359,15 @@ class PPOTrainer:
                               "nonzero_adv_frac"), 0.0)
         for start in range(0, len(rows), cfg.micro_batch):
             idx = rows[start:start + cfg.micro_batch]
-            packed = pack_segments([segments[i] for i in idx], self.pad_token_id)
-            d = {k: v[idx, :packed["completion_len"]] for k, v in data.items()}
-            weights = d["mask"] * coef[start:start + cfg.micro_batch].unsqueeze(-1)
+            packed = self._pack([segments[i] for i in idx])
+            d = {k: v[idx, :packed["completion_len"]].to(packed["input_ids"].device)
+                 for k, v in data.items()}
+            if n_real < len(rows):  # padding rows of a shard count nowhere
+                keep = torch.arange(start, start + len(idx)) < n_real
+                d["mask"] = d["mask"] * keep.unsqueeze(-1).to(d["mask"])
+            weights = d["mask"] * coef[start:start + cfg.micro_batch].unsqueeze(-1).to(
+                d["mask"].device)
+            last = start + cfg.micro_batch >= len(rows)
             logp, entropy = completion_logprobs(self.model, packed, entropy=True,
                                                 temperature=batch.temperature)
             old_logp = d["old_logp"].to(logp.dtype)
@@ -342,7 +381,7 @@ class PPOTrainer:
                   else torch.zeros_like(logp))
             terms = {"pg_loss": (pg * weights).sum(), "kl": (kl * weights).sum()}
             # Separate models: one backward each, so only one graph is alive at a time.
-            (terms["pg_loss"] + cfg.kl_loss_coef * terms["kl"]).backward()
+            self._backward(self.model, terms["pg_loss"] + cfg.kl_loss_coef * terms["kl"], last)
             values = completion_values(self.value_model, packed)
             old = d["old_values"]
             vf_unclipped = (values - d["returns"]) ** 2
@@ -351,7 +390,7 @@ class PPOTrainer:
             vf = 0.5 * (torch.maximum(vf_unclipped, vf_clipped) if cfg.cliprange_value > 0
                         else vf_unclipped)
             terms["vf_loss"] = (vf * weights).sum()
-            (cfg.vf_coef * terms["vf_loss"]).backward()
+            self._backward(self.value_model, cfg.vf_coef * terms["vf_loss"], last)
             loss = terms["pg_loss"] + cfg.kl_loss_coef * terms["kl"] + cfg.vf_coef * terms[
                 "vf_loss"]
             sums["loss"] += loss.item()
@@ -361,11 +400,23 @@ class PPOTrainer:
                                 ("vf_clip_frac", vf_clipped > vf_unclipped),
                                 *diagnostics.items()):
                 sums[name] += float((value * d["mask"]).sum() / tokens)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        value_grad_norm = torch.nn.utils.clip_grad_norm_(self.value_params, cfg.max_grad_norm)
+        clip = torch.nn.utils.clip_grad_norm_ if dist is None else dist.clip_grad_norm_
+        grad_norm = clip(self.params, cfg.max_grad_norm)
+        value_grad_norm = clip(self.value_params, cfg.max_grad_norm)
         self.optimizer.step()
         self.value_optimizer.step()
+        if dist is not None:  # whole-mini-batch values (the norms are the same on every rank)
+            sums = dist.sum(sums)
         return {**sums, "grad_norm": float(grad_norm), "value_grad_norm": float(value_grad_norm)}
+
+    def _backward(self, model: torch.nn.Module, loss: torch.Tensor, last: bool) -> None:
+        """``loss.backward()``, or the group's backward (gradients synchronised on the last
+        micro-batch of an update only)."""
+        if self.distributed is None:
+            loss.backward()
+            return
+        with self.distributed.no_sync(model, not last):
+            self.distributed.backward(loss)
 
     def state_dict(self) -> dict:
         """Everything :meth:`load_state_dict` needs to resume exactly except the policy's

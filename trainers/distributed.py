@@ -1,0 +1,392 @@
+"""Data-parallel (DDP) and sharded (FSDP2, DeepSpeed ZeRO-3) training through Accelerate.
+
+Every process of the group sees the whole :class:`~memgym.batch.RolloutBatch`, so all of them
+compute the same whole-batch loss coefficients (:func:`~memgym.trainers.losses.
+update_coefficients`); each computes the loss of its shard of every update's segments
+(:meth:`Distributed.even_shard`), scaled by the world size, so that the gradient the strategy
+averages over the processes is the one-process gradient of the whole batch. The process group,
+the gradient collectives and the sharding are Accelerate's and torch's; this module only
+chooses them and reduces the step's statistics with :meth:`accelerate.Accelerator.reduce`.
+
+Sharded checkpoints (:func:`save_sharded_checkpoint`, :func:`load_sharded_checkpoint`) write
+the model and optimizer states with ``torch.distributed.checkpoint`` (DCP) into the staging
+directory of :mod:`memgym.trainers.checkpoint`, which adds the manifest and commits it by
+rename. What DCP reads back, and how it is kept from running code: tensors are read with
+``torch.load(weights_only=True)``; non-tensor entries would be read with
+``torch.load(weights_only=False)``, so only tensors are saved through DCP (the optimizer's
+``param_groups`` go to ``optimizer.pt``, read with ``weights_only=True``) and a checkpoint whose
+metadata claims a non-tensor entry is refused (:class:`_TensorsOnlyPlanner`). DCP's
+``.metadata`` **is a pickle**: before DCP reads it, the whole checkpoint is checked against the
+manifest's sizes and sha256 (that catches corruption and mixed saves, not an attacker who also
+rewrites the manifest), and the pickle is first loaded by a restricted unpickler
+(:class:`_MetadataUnpickler`) that resolves only DCP's metadata classes, torch dtypes and
+sizes, and refuses any other global, so a crafted ``.metadata`` raises a ConfigError instead of
+running code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from accelerate import Accelerator, DeepSpeedPlugin, FullyShardedDataParallelPlugin
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gather_object
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.fsdp import FSDPModule, fully_shard
+
+from memgym.errors import ConfigError
+from memgym.trainers.checkpoint import commit_checkpoint, load_checkpoint_state, stage_checkpoint
+
+STRATEGIES = ("ddp", "fsdp2", "deepspeed")
+SHARDED_DIR = "sharded"  # DCP's files inside a checkpoint directory
+
+
+class Distributed:
+    """One process of a data-parallel or sharded training group, from Accelerate.
+
+    Start the processes with ``accelerate launch`` / ``torchrun`` (or :func:`run_on_ray`);
+    Accelerate reads the group from their environment. Hand the model and optimizer to a
+    trainer with ``GRPOTrainer(..., distributed=dist)``; the trainer calls :meth:`prepare`.
+
+    Args:
+        strategy: ``ddp``, ``fsdp2`` (``fully_shard``, parameters, gradients and optimizer state
+            sharded; transformer blocks wrapped by the model's ``_no_split_modules``) or
+            ``deepspeed`` (ZeRO stage 3; needs the ``deepspeed`` package).
+        backend: torch.distributed backend; None: NCCL on GPUs, gloo on CPU.
+        use_gpu: Train on this process's GPU (False: on the CPU).
+
+    Raises:
+        ConfigError: Unknown strategy or backend, or ``deepspeed`` without the package.
+    """
+
+    def __init__(self, strategy: str = "ddp", backend: str | None = None,
+                 use_gpu: bool | None = None) -> None:
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown distributed strategy {strategy!r}; expected one of "
+                              f"{list(STRATEGIES)}")
+        if backend not in (None, "gloo", "nccl"):
+            raise ConfigError(f"unknown backend {backend!r}; expected 'gloo' or 'nccl'")
+        use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
+        backend = backend or ("nccl" if use_gpu else "gloo")
+        plugins: dict[str, Any] = {}
+        if strategy == "fsdp2":
+            plugins["fsdp_plugin"] = FullyShardedDataParallelPlugin(
+                fsdp_version=2, reshard_after_forward=True,
+                auto_wrap_policy="transformer_based_wrap", state_dict_type="SHARDED_STATE_DICT")
+        elif strategy == "deepspeed":
+            if importlib.util.find_spec("deepspeed") is None:
+                raise ConfigError("distributed.strategy 'deepspeed' needs the deepspeed package "
+                                  "(pip install deepspeed); use 'fsdp2' without it")
+            plugins["deepspeed_plugin"] = DeepSpeedPlugin(zero_stage=3)
+        self.strategy = strategy
+        self.accelerator = Accelerator(cpu=not use_gpu, **plugins,
+                                       kwargs_handlers=[InitProcessGroupKwargs(backend=backend)])
+
+    @classmethod
+    def from_config(cls, config: Any) -> Distributed | None:
+        """The group of a :class:`memgym.config.run.DistributedConfig`; None for ``none``."""
+        if config.strategy == "none":
+            return None
+        return cls(config.strategy, config.backend, config.use_gpu)
+
+    @property
+    def rank(self) -> int:
+        """This process's index in the group, 0 … world_size − 1."""
+        return self.accelerator.process_index
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the group."""
+        return self.accelerator.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0 (the one that writes files and logs)."""
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self) -> torch.device:
+        """This process's device."""
+        return self.accelerator.device
+
+    def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+                ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """Wrap (DDP) or shard (FSDP2, ZeRO-3) a model and its optimizer, on :attr:`device`.
+
+        Call it once per model (a PPO critic is a second call). Take the trainable parameters
+        from the returned model: FSDP2 replaces them with sharded ones. Accelerate runs FSDP
+        only on accelerators (on CPU it falls back to DDP), so ``fsdp2`` on CPU applies
+        torch's ``fully_shard`` itself: to every block of the model's ``ModuleList`` s (the
+        transformer layers), then to the root, and points the (still empty) optimizer's parameter
+        groups at the sharded parameters.
+
+        Raises:
+            ConfigError: ``fsdp2`` on CPU with an optimizer that already has state.
+        """
+        if self.strategy != "fsdp2" or self.accelerator.is_fsdp2 or self.world_size == 1:
+            return self.accelerator.prepare(model, optimizer)
+        if optimizer.state:
+            raise ConfigError("prepare the model and optimizer before the first step")
+        model = model.to(self.device)
+        names = {id(p): name for name, p in model.named_parameters()}
+        for blocks in [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]:
+            for block in blocks:
+                fully_shard(block)
+        fully_shard(model)
+        sharded = dict(model.named_parameters())
+        for group in optimizer.param_groups:
+            group["params"] = [sharded[names[id(p)]] for p in group["params"]]
+        return model, optimizer
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model without its DDP wrapper (FSDP2 shards in place: the same module)."""
+        return self.accelerator.unwrap_model(model)
+
+    def shard(self, items: list) -> list:
+        """This rank's contiguous slice of ``items`` (``ceil(n / world_size)`` each; the last
+        ranks may get fewer or none)."""
+        size = math.ceil(len(items) / self.world_size)
+        return list(items[self.rank * size:(self.rank + 1) * size])
+
+    def even_shard(self, items: list) -> tuple[list, int]:
+        """:meth:`shard`, padded to ``ceil(n / world_size)`` items on every rank by repeating
+        ``items[0]``, so that all ranks run the same number of forward and backward passes (the
+        collectives of DDP and FSDP2 need that).
+
+        Returns:
+            ``(slice, real)``: the padded slice and how many of its first items are real (the
+            padding must weigh 0).
+        """
+        mine = self.shard(items)
+        size = math.ceil(len(items) / self.world_size)
+        return mine + [items[0]] * (size - len(mine)), len(mine)
+
+    def gather(self, items: list) -> list:
+        """All ranks' ``items`` (picklable objects), concatenated in rank order."""
+        return gather_object(list(items))
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` (a picklable object) on every rank."""
+        return broadcast_object_list([value])[0]
+
+    def sum(self, values: dict[str, float]) -> dict[str, float]:
+        """Each value summed over the ranks (float64)."""
+        names = sorted(values)
+        local = torch.tensor([values[n] for n in names], dtype=torch.float64, device=self.device)
+        return dict(zip(names, self.accelerator.reduce(local, "sum").tolist(), strict=True))
+
+    def max(self, value: float) -> float:
+        """The largest ``value`` over the ranks."""
+        local = torch.tensor([value], dtype=torch.float64, device=self.device)
+        return float(self.accelerator.gather(local).max())
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of this rank's share of the loss, times the world size: DDP, FSDP2 and
+        ZeRO average the gradients over the ranks, and the average of ``world_size × share``
+        is the gradient of the sum of the shares, the one-process gradient."""
+        self.accelerator.backward(loss * self.world_size)
+
+    def no_sync(self, model: torch.nn.Module, skip: bool):
+        """Accelerate's ``no_sync(model)`` when ``skip`` (a micro-batch before the last of an
+        update: gradients accumulate locally), else a no-op context."""
+        if not skip:
+            return contextlib.nullcontext()
+        if isinstance(model, FSDPModule) and not self.accelerator.is_fsdp2:
+            return _fsdp_no_sync(model)
+        return self.accelerator.no_sync(model)
+
+    def clip_grad_norm_(self, parameters: list[torch.Tensor], max_norm: float) -> float:
+        """Clip the (averaged, possibly sharded) gradients; returns the total norm before
+        clipping, the same on every rank."""
+        norm = self.accelerator.clip_grad_norm_(parameters, max_norm)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+    def barrier(self) -> None:
+        """Wait until every rank reaches this point."""
+        self.accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: FSDPModule):
+    """Accelerate's ``no_sync`` for FSDP2, for a model sharded by :meth:`Distributed.prepare`
+    on CPU."""
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def _trainer_parts(trainer: Any) -> dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]]:
+    """The (model, optimizer) pairs of a GRPO or PPO trainer, by checkpoint name."""
+    parts = {"policy": (trainer.model, trainer.optimizer)}
+    if hasattr(trainer, "value_model"):
+        parts["critic"] = (trainer.value_model, trainer.value_optimizer)
+    return parts
+
+
+def save_sharded_checkpoint(directory: str | Path, dist: Distributed, trainer: Any,
+                            tokenizer: Any = None, summary: dict | None = None,
+                            state: dict[str, Any] | None = None) -> Path:
+    """Save a distributed trainer's models and optimizers (sharded: each rank writes its
+    shards) and commit the checkpoint crash-safely; call it on every rank.
+
+    Layout: ``sharded/`` (DCP: ``.metadata`` and one ``__<rank>_0.distcp`` per rank, tensors
+    only), ``optimizer.pt`` (``global_step`` and each optimizer's ``param_groups``),
+    ``loop_state.json`` (``state`` and rank 0's RNG states), the tokenizer if given, and the
+    manifest; see :mod:`memgym.trainers.checkpoint` for the staging and commit.
+
+    Args:
+        directory: The checkpoint path (on a file system every rank sees).
+        dist: The group.
+        trainer: A :class:`~memgym.trainers.grpo.GRPOTrainer` or
+            :class:`~memgym.trainers.ppo.PPOTrainer` built with ``distributed=dist``.
+        tokenizer / summary / state: As :func:`~memgym.trainers.checkpoint.save_checkpoint`.
+
+    Returns:
+        ``directory``.
+    """
+    partial = stage_checkpoint(directory) if dist.is_main else None
+    partial = Path(dist.broadcast(None if partial is None else str(partial)))
+    tensors, groups = {}, {}
+    for name, (model, optimizer) in _trainer_parts(trainer).items():
+        model_state, optim_state = get_state_dict(model, optimizer)
+        tensors[f"{name}.model"], tensors[f"{name}.optim"] = model_state, optim_state["state"]
+        groups[name] = optim_state["param_groups"]
+    dcp.save(tensors, checkpoint_id=partial / SHARDED_DIR)
+    dist.barrier()  # every rank's shards are written
+    if dist.is_main:
+        if tokenizer is not None:
+            tokenizer.save_pretrained(partial)
+        commit_checkpoint(directory, {"global_step": trainer.global_step,
+                                      "param_groups": groups, "world_size": dist.world_size},
+                          summary, state)
+    dist.barrier()
+    return Path(directory)
+
+
+def load_sharded_checkpoint(directory: str | Path, dist: Distributed | None, trainer: Any
+                            ) -> dict[str, Any]:
+    """Verify a checkpoint of :func:`save_sharded_checkpoint` against its manifest and load it
+    into ``trainer`` (the same model; call it on every rank). DCP reshards on load: the group
+    may be of another size or strategy, or None (a one-process trainer). Nothing runs code:
+    see the module docstring.
+
+    Returns:
+        The loop state (:func:`~memgym.trainers.checkpoint.load_checkpoint_state`: ``rng``
+        is returned, not applied).
+
+    Raises:
+        ConfigError: The checkpoint fails verification, is not a sharded checkpoint of this
+            trainer, or its DCP metadata holds anything but tensor metadata.
+    """
+    loaded = load_checkpoint_state(directory)
+    saved = loaded["trainer"]
+    parts = _trainer_parts(trainer)
+    if not isinstance(saved.get("param_groups"), dict) or set(saved["param_groups"]) != set(parts):
+        raise ConfigError(f"{directory} is not a sharded checkpoint of this trainer (expected "
+                          f"the parts {sorted(parts)})")
+    templates, groups = {}, saved["param_groups"]
+    for name, (model, optimizer) in parts.items():
+        model_state, optim_state = get_state_dict(model, optimizer)
+        templates[f"{name}.model"], templates[f"{name}.optim"] = (model_state,
+                                                                  optim_state["state"])
+    try:
+        dcp.load(templates, storage_reader=_SafeReader(Path(directory) / SHARDED_DIR),
+                 planner=_TensorsOnlyPlanner())
+    except dcp.CheckpointException as error:  # DCP wraps the errors of the ranks
+        raise ConfigError(f"{directory} does not load as this trainer's sharded state: "
+                          f"{error}") from error
+    for name, (model, optimizer) in parts.items():
+        set_state_dict(model, optimizer, model_state_dict=templates[f"{name}.model"],
+                       optim_state_dict={"state": templates[f"{name}.optim"],
+                                         "param_groups": groups[name]})
+    trainer.global_step = int(saved["global_step"])
+    if dist is not None:
+        dist.barrier()
+    return {k: v for k, v in loaded.items() if k != "trainer"}
+
+
+def run_on_ray(train_fn: Any, num_workers: int, use_gpu: bool = False,
+               config: dict | None = None) -> Any:
+    """Run ``train_fn(config)`` on ``num_workers`` Ray Train workers that form one
+    torch.distributed group (``ray.train.torch.TorchTrainer``: it starts the group and sets the
+    ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` variables Accelerate reads, so ``train_fn`` builds
+    its :class:`Distributed` as under ``torchrun``). Connects to a running Ray cluster, or
+    starts a local one.
+
+    Args:
+        train_fn: A picklable function of one dict; it may call ``ray.train.report(metrics)``.
+        num_workers: Processes (≥ 1).
+        use_gpu: One GPU per worker (NCCL); else CPU workers (gloo).
+        config: The dict handed to ``train_fn``.
+
+    Returns:
+        Ray Train's ``Result`` (``.metrics``: the last report of rank 0; ``.error``).
+
+    Raises:
+        ConfigError: ``num_workers`` < 1.
+    """
+    if num_workers < 1:
+        raise ConfigError(f"num_workers must be >= 1, got {num_workers}")
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(train_fn, train_loop_config=config or {},
+                           torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+                           scaling_config=ScalingConfig(num_workers=num_workers,
+                                                        use_gpu=use_gpu))
+    return trainer.fit()
+
+
+# Globals a DCP ``.metadata`` pickle may name (torch 2.13); anything else is refused.
+_METADATA_GLOBALS = {
+    ("torch.distributed.checkpoint.metadata", name) for name in (
+        "Metadata", "TensorStorageMetadata", "TensorProperties", "ChunkStorageMetadata",
+        "BytesStorageMetadata", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")
+} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+     ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
+     ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only :data:`_METADATA_GLOBALS` and torch dtypes (the Python
+    docs' "Restricting Globals"): each of them is a data class, an enum, a dtype, a size or a
+    path, harmless whatever arguments a crafted pickle passes."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _METADATA_GLOBALS or (
+                module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise ConfigError(f"the sharded checkpoint's DCP metadata names {module}.{name}, which "
+                          "a DCP metadata file never holds; refusing to load it")
+
+
+class _SafeReader(dcp.FileSystemReader):
+    """DCP's file reader that loads ``.metadata`` with :class:`_MetadataUnpickler` first."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+        path = Path(self.path) / ".metadata"
+        try:
+            with path.open("rb") as f:
+                _MetadataUnpickler(f).load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError,
+                TypeError) as error:
+            raise ConfigError(f"{path} is not DCP metadata: {type(error).__name__}: "
+                              f"{error}") from error
+        return super().read_metadata(*args, **kwargs)
+
+
+class _TensorsOnlyPlanner(dcp.DefaultLoadPlanner):
+    """DCP's load planner, refusing non-tensor entries (DCP unpickles them without limits)."""
+
+    def load_bytes(self, read_item: Any, value: Any) -> None:
+        raise ConfigError(f"the sharded checkpoint holds a non-tensor entry "
+                          f"{read_item.dest_index.fqn!r}; memgym saves only tensors there and "
+                          "does not unpickle one")
