@@ -75,8 +75,8 @@ def main(strategy: str, out: Path) -> None:
     one step of 2 mini-batches."""
     dist = None
     if strategy != "none":
-        from memgym.trainers.distributed import (
-            Distributed,
+        from memgym.trainers.distributed import Distributed
+        from memgym.trainers.sharded_checkpoint import (
             load_sharded_checkpoint,
             save_sharded_checkpoint,
         )

@@ -130,7 +130,7 @@ def _one_process_trainer(seed: int):
 def test_sharded_checkpoint_resumes_in_one_process(reference, fsdp2, tmp_path):
     """DCP reshards on load: the 2-rank FSDP2 checkpoint of step 1 resumes in one process to
     the same second step."""
-    from memgym.trainers.distributed import load_sharded_checkpoint
+    from memgym.trainers.sharded_checkpoint import load_sharded_checkpoint
 
     from .distributed_worker import segment_batch
 
@@ -161,7 +161,7 @@ class _Exploit:
 def test_crafted_sharded_checkpoint_runs_no_code(ddp, tmp_path):
     """A changed .metadata fails the manifest check; one whose manifest was rewritten to match
     is refused by the restricted unpickler before DCP unpickles it; nothing runs."""
-    from memgym.trainers.distributed import load_sharded_checkpoint
+    from memgym.trainers.sharded_checkpoint import load_sharded_checkpoint
 
     checkpoint = tmp_path / "checkpoint"
     shutil.copytree(ddp[1] / "checkpoint", checkpoint)
