@@ -187,3 +187,30 @@ def test_bad_strategy_and_missing_deepspeed_are_config_errors():
     if importlib.util.find_spec("deepspeed") is None:
         with pytest.raises(ConfigError, match="deepspeed"):
             Distributed("deepspeed")
+
+
+def _ray_train_fn(config: dict) -> None:
+    """One Ray Train worker: builds its group as under torchrun and writes what it sees."""
+    from memgym.trainers.distributed import Distributed
+
+    dist = Distributed("ddp", backend="gloo", use_gpu=False)
+    seen = dist.gather([dist.rank])
+    Path(config["out"], f"rank{dist.rank}.json").write_text(
+        json.dumps({"world_size": dist.world_size, "gathered": seen}))
+
+
+@pytest.mark.slow
+def test_run_on_ray_forms_one_group(tmp_path):
+    ray = pytest.importorskip("ray")
+    from memgym.trainers.distributed import run_on_ray
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {
+        "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}})
+    try:
+        result = run_on_ray(_ray_train_fn, 2, config={"out": str(tmp_path)})
+    finally:
+        ray.shutdown()
+    assert result.error is None
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert seen == {"world_size": 2, "gathered": [0, 1]}

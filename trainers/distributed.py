@@ -220,7 +220,7 @@ def run_on_ray(train_fn: Any, num_workers: int, use_gpu: bool = False,
         config: The dict handed to ``train_fn``.
 
     Returns:
-        Ray Train's ``Result`` (``.metrics``: the last report of rank 0; ``.error``).
+        Ray Train's ``Result`` (``.error`` is None when every worker finished).
 
     Raises:
         ConfigError: ``num_workers`` < 1.
