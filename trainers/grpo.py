@@ -164,8 +164,9 @@ class GRPOTrainer:
             model, pad_token_id, config, ref_model)
         self.distributed = distributed
         self.params = [p for p in model.parameters() if p.requires_grad]
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.params)  # as HF Trainer
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate,
-                                           weight_decay=config.weight_decay)
+                                           weight_decay=config.weight_decay, fused=fused)
         if distributed is not None:
             self.model, self.optimizer = distributed.prepare(model, self.optimizer)
             self.params = [p for p in self.model.parameters() if p.requires_grad]

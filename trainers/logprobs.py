@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.utils.checkpoint
 from transformers import PreTrainedModel
 
 from memgym.batch import check_temperature
@@ -53,29 +54,166 @@ def pack_segments(segments: list[Segment], pad_id: int,
     return packed
 
 
+#: Tokens per chunk of the LM head are chosen so that one chunk's logits hold about this many
+#: elements (2^27: 512 MiB in float32, 883 tokens of a 151,936-token vocabulary).
+CHUNK_ELEMENTS = 1 << 27
+
+#: Config attributes of models whose logits are not ``lm_head(last hidden state)`` (Gemma 2/3
+#: softcapping, Cohere's scale, Granite's divisor): those take the full-vocabulary path.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
 def completion_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
-                        entropy: bool = False, temperature: float = 1.0
+                        entropy: bool = False, temperature: float = 1.0,
+                        chunk_tokens: int | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logprob (and optionally entropy, no gradient) of each completion token under
     ``softmax(logits / temperature)``, the distribution the rollouts sampled from.
 
+    The full-vocabulary logits of the completion, ``(B, C, V)`` in float32, are never
+    materialised (they dominate peak memory: 10 GiB at 16×1024 tokens of a 151,936-token
+    vocabulary): one forward pass gives the last hidden states, and the LM head, the division
+    by T and the log-softmax run over the completion's real tokens (right-padding skipped) in
+    chunks of ``chunk_tokens``, each under :func:`torch.utils.checkpoint.checkpoint`, so the
+    backward pass recomputes a chunk's logits instead of keeping them. The head runs inside the
+    model's call (a forward hook), so DDP, FSDP2 and peft wrappers see an ordinary forward.
+    Models whose logits are not ``lm_head(hidden)`` (:data:`LOGIT_TRANSFORMS`, or a head that
+    does not reproduce the forward's last logits) take the full-vocabulary path.
+
     Args:
-        model: A causal LM.
+        model: A causal LM (plain, peft, DDP- or FSDP2-wrapped).
         packed: A batch from :func:`pack_segments`.
         entropy: Also return the per-token entropy ``-Σ_v p_v log p_v`` (no gradient).
         temperature: The sampling temperature T > 0 (see :func:`memgym.batch.training_temperature`).
+        chunk_tokens: Tokens per LM-head chunk; default ``CHUNK_ELEMENTS // V`` (at least 1).
 
     Returns:
         ``(B, C)`` logprobs (float32, or float64 for a float64 model) and ``(B, C)`` entropies
-        in nats or None (both garbage where ``loss_mask`` is 0).
+        in nats or None (both garbage where ``loss_mask`` is 0; 0 at right-padding).
 
     Raises:
-        ConfigError: ``temperature`` is not a finite float > 0.
+        ConfigError: ``temperature`` is not a finite float > 0, or ``chunk_tokens`` < 1.
     """
     check_temperature(temperature)
+    if chunk_tokens is not None and chunk_tokens < 1:
+        raise ConfigError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    head = inner.get_output_embeddings()
+    config = getattr(inner, "config", None)
+    if (head is None or any(getattr(config, name, None) is not None for name in LOGIT_TRANSFORMS)
+            or hasattr(getattr(head, "weight", None), "ds_status")):  # DeepSpeed ZeRO-3
+        return full_vocab_logprobs(model, packed, entropy, temperature)
+    found: dict[str, tuple[torch.Tensor, torch.Tensor | None] | None] = {}
+
+    def chunked(module: torch.nn.Module, args: tuple, output) -> tuple:
+        found["result"] = _hidden_logprobs(head, output, packed, entropy, temperature,
+                                           chunk_tokens)
+        return output, found["result"]  # outputs of the call: FSDP2 hooks their backward
+
+    # prepend: before FSDP2's post-forward hook reshards the root's parameters (the LM head)
+    handle = model.register_forward_hook(chunked, prepend=True)
+    try:
+        model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
+              position_ids=packed["position_ids"], logits_to_keep=1, use_cache=False,
+              output_hidden_states=True)
+    finally:
+        handle.remove()
+    if found["result"] is None:  # the head does not give the model's logits
+        return full_vocab_logprobs(model, packed, entropy, temperature)
+    return found["result"]
+
+
+def _hidden_logprobs(head: torch.nn.Module, output, packed: dict[str, torch.Tensor],
+                     entropy: bool, temperature: float, chunk_tokens: int | None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """Chunked completion logprobs from a forward's ``hidden_states`` (``logits_to_keep=1``).
+
+    Args:
+        head: The LM head module, ``(N, H) -> (N, V)``.
+        output: The model's output with ``logits`` ``(B, 1, V)`` and ``hidden_states``, the
+            last ``(B, P + C, H)`` after the final norm.
+        packed: A batch from :func:`pack_segments`.
+        entropy: Also compute the entropies.
+        temperature: T > 0.
+        chunk_tokens: Tokens per chunk, or None for ``CHUNK_ELEMENTS // V``.
+
+    Returns:
+        ``(B, C)`` logprobs and entropies (or None), 0 at right-padding; None when
+        ``head(last hidden state)`` is not the model's last logits.
+    """
+    c, ids = packed["completion_len"], packed["input_ids"]
+    hidden = output.hidden_states[-1]
+    with torch.no_grad():
+        last = head(hidden[:, -1:])
+        if last.shape != output.logits.shape or not torch.allclose(
+                last.float(), output.logits.float(), rtol=1e-3, atol=1e-4):
+            return None
+    b, width = ids.shape[0], ids.shape[1]
+    real = packed["attention_mask"][:, width - c:].reshape(-1).nonzero().squeeze(1)  # (N,)
+    states = hidden[:, -(c + 1):-1].reshape(b * c, hidden.shape[-1]).index_select(0, real)
+    targets = ids[:, width - c:].reshape(-1).index_select(0, real)  # (N,)
+    size = chunk_tokens or max(1, CHUNK_ELEMENTS // output.logits.shape[-1])
+    grad = torch.is_grad_enabled() and states.requires_grad
+    parts = [torch.utils.checkpoint.checkpoint(_chunk_logprobs, head, states[i:i + size],
+                                               targets[i:i + size], temperature, entropy,
+                                               use_reentrant=False) if grad else
+             _chunk_logprobs(head, states[i:i + size], targets[i:i + size], temperature, entropy)
+             for i in range(0, max(len(real), 1), size)]  # an empty chunk keeps the graph
+    logp = torch.cat([p[0] for p in parts])
+    logp = logp.new_zeros(b * c).index_copy(0, real, logp).view(b, c)
+    if not entropy:
+        return logp, None
+    ent = torch.cat([p[1] for p in parts])
+    return logp, ent.new_zeros(b * c).index_copy(0, real, ent).view(b, c)
+
+
+def _chunk_logprobs(head: torch.nn.Module, states: torch.Tensor, targets: torch.Tensor,
+                    temperature: float, entropy: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logprobs (and entropies, no gradient) of ``targets`` after ``states`` at temperature T.
+
+    Args:
+        head: The LM head, ``(n, H) -> (n, V)``.
+        states: ``(n, H)`` last hidden states (the positions before the targets).
+        targets: ``(n,)`` int64 token ids.
+        temperature: T > 0: logprobs of ``softmax(head(states) / T)``.
+        entropy: Also return the entropies.
+
+    Returns:
+        ``(n,)`` logprobs (float32, float64 for a float64 head) and ``(n,)`` entropies or None.
+    """
+    logits = head(states)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32
+    if temperature != 1.0:
+        logits = logits / temperature
+    all_logp = torch.log_softmax(logits, -1)
+    logp = all_logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not entropy:
+        return logp, None
+    with torch.no_grad():
+        return logp, -(all_logp.exp() * all_logp).sum(-1)
+
+
+def full_vocab_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
+                        entropy: bool = False, temperature: float = 1.0
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`completion_logprobs` through the model's own ``(B, C + 1, V)`` logits (for
+    models whose logits are not ``lm_head(hidden)``; peak memory holds the full-vocabulary
+    float32 log-softmax).
+
+    Args:
+        model: A causal LM.
+        packed: A batch from :func:`pack_segments`.
+        entropy: Also return the per-token entropy (no gradient).
+        temperature: The sampling temperature T > 0.
+
+    Returns:
+        ``(B, C)`` logprobs and entropies or None, as :func:`completion_logprobs`.
+    """
     c = packed["completion_len"]
     logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
-                   position_ids=packed["position_ids"], logits_to_keep=c + 1).logits[:, :-1]
+                   position_ids=packed["position_ids"], logits_to_keep=c + 1,
+                   use_cache=False).logits[:, :-1]
     targets = packed["input_ids"][:, packed["input_ids"].shape[1] - c:]
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32, fp64 kept
     if temperature != 1.0:

@@ -3,10 +3,12 @@
 Both train their own copy of SmolLM2-135M-Instruct (fp32, full fine-tuning, AdamW) on the same
 single-turn batch (``--prompts`` prompts × ``--group`` completions, ``--prompt-len`` prompt and
 ``--completion-len`` completion tokens, GRPO ``loss_type="grpo"`` ↔ ``seq-mean-token-mean``,
-no KL). TRL's step is what its ``training_step`` does after generation: ``_compute_loss``,
-backward, gradient clipping and its optimizer's step. Steps alternate (memgym, TRL, memgym, …)
-so load on the machine hits both alike; prints the median of ``--repeats`` steps of each and
-the ratio memgym / TRL.
+no KL). TRL's step is what its ``training_step`` does after generation: ``compute_loss``,
+backward, gradient clipping and its optimizer's step (fused AdamW, transformers' default;
+memgym's trainer takes the fused AdamW too, and its logprobs skip right-padding and never
+hold the full-vocabulary log-softmax, :func:`memgym.trainers.logprobs.completion_logprobs`).
+Steps alternate (memgym, TRL, memgym, …) so load on the machine hits both alike; prints the
+median of ``--repeats`` steps of each and the ratio memgym / TRL.
 
     OMP_NUM_THREADS=2 PYTHONPATH=. python experiments/bench/trainer_step.py --repeats 5
 """
@@ -76,7 +78,7 @@ def main() -> None:
     def trl_step() -> None:
         trl.model.train()
         trl.optimizer.zero_grad(set_to_none=True)
-        trl._compute_loss(trl.model, inputs).backward()
+        trl.compute_loss(trl.model, inputs).backward()
         torch.nn.utils.clip_grad_norm_(trl.model.parameters(), trl_args.max_grad_norm)
         trl.optimizer.step()
 
