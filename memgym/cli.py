@@ -18,6 +18,10 @@ console = Console()
 
 EnvKw = Annotated[list[str] | None, typer.Option(
     "--env-kw", "-e", help="Env keyword argument KEY=VALUE (YAML value); repeatable.")]
+EngineOpt = Annotated[str, typer.Option(
+    help="Engine of an LLM policy: hf (transformers), vllm, or openai (a server at --base-url)")]
+BaseUrl = Annotated[str | None, typer.Option(
+    help="OpenAI-compatible server of --engine openai, e.g. http://localhost:8000/v1")]
 
 
 def _kv(pairs: list[str] | None) -> dict:
@@ -34,8 +38,9 @@ def _check_policy(env_id: str, spec: str, tokenizer: str | None = None) -> bool:
     """Whether ``spec`` names a baseline of ``env_id`` (else an LLM).
 
     Raises:
-        PolicyError: ``spec`` is neither a baseline, ``smollm2`` nor a directory, or it is an
-            LLM and ``tokenizer`` is given (an LLM records its own token ids).
+        PolicyError: ``spec`` is neither a baseline, ``smollm2``, a directory nor a Hugging
+            Face id (``org/name``), or it is an LLM and ``tokenizer`` is given (an LLM records
+            its own token ids).
     """
     from memgym.envs import baselines
 
@@ -44,20 +49,39 @@ def _check_policy(env_id: str, spec: str, tokenizer: str | None = None) -> bool:
         return True
     from memgym.rollouts.hf import SMOLLM2  # torch + transformers: only for LLM policies
 
-    if spec != SMOLLM2 and not Path(spec).is_dir():
-        raise PolicyError(f"policy must be one of {[*scripted, SMOLLM2]} or a model "
-                          f"directory, got {spec!r}")
+    if spec != SMOLLM2 and not Path(spec).is_dir() and (spec.count("/") != 1
+                                                         or Path(spec).exists()):
+        raise PolicyError(f"policy must be one of {[*scripted, SMOLLM2]}, a model directory "
+                          f"or a Hugging Face id (org/name), got {spec!r}")
     if tokenizer is not None:
         raise PolicyError(f"--tokenizer records a scripted policy's actions as token ids; "
                           f"{spec!r} is an LLM, which records its own")
     return False
 
 
+def _engine(engine: str, base_url: str | None):
+    """The ``rollout:`` section that ``--engine`` / ``--base-url`` describe.
+
+    Raises:
+        ConfigError: An unknown engine, or ``openai`` without a URL (or a URL without it).
+    """
+    from pydantic import ValidationError
+
+    from memgym.config import RolloutConfig
+    from memgym.errors import ConfigError
+
+    try:
+        return RolloutConfig(engine=engine, base_url=base_url)
+    except ValidationError as exc:
+        raise ConfigError(f"--engine {engine} --base-url {base_url}: {exc}") from exc
+
+
 def _policy(env_id: str, spec: str, temperature: float, max_new_tokens: int, seed: int,
-            tokenizer: str | None = None):
+            tokenizer: str | None = None, engine=None):
     """A baseline of ``env_id`` by name (its actions recorded as token ids under
-    ``tokenizer``'s chat template when given), or an LLM policy: ``smollm2`` or a model
-    directory.
+    ``tokenizer``'s chat template when given), or an LLM policy: ``smollm2``, a model
+    directory or a Hugging Face id, served by ``engine`` (a ``RolloutConfig``; default
+    ``hf``).
 
     Raises:
         PolicyError: See :func:`_check_policy`.
@@ -72,12 +96,13 @@ def _policy(env_id: str, spec: str, temperature: float, max_new_tokens: int, see
         from memgym.rollouts.hf import load_tokenizer
 
         return TokenizedPolicy(scripted, load_tokenizer(tokenizer))
+    from memgym.config import ModelConfig
     from memgym.engine import SamplingParams
-    from memgym.rollouts import LLMPolicy
-    from memgym.rollouts.hf import HFEngine
+    from memgym.rollouts.engines import engine_policy
 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    return LLMPolicy(HFEngine.from_pretrained(spec), params, name=spec)
+    return engine_policy(engine or _engine("hf", None), ModelConfig(name_or_path=spec), params,
+                         name=spec)
 
 
 @app.command()
@@ -106,6 +131,7 @@ def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to
                 help="Record a scripted policy's actions as token ids under this model's chat "
                      "template ('smollm2' or a model directory), as its own completions would "
                      "be: the trajectories get training segments (SFT warm start)")] = None,
+            engine: EngineOpt = "hf", base_url: BaseUrl = None,
             ) -> None:
     """Run episodes (seeds SEED..SEED+EPISODES-1) and save their trajectories."""
     from memgym.train import summarize
@@ -115,7 +141,8 @@ def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to
     if ray_address is None:
         from memgym.rollouts import run_episodes
 
-        agent = _policy(env_id, policy, temperature, max_new_tokens, seed, tokenizer)
+        agent = _policy(env_id, policy, temperature, max_new_tokens, seed, tokenizer,
+                        _engine(engine, base_url))
         trajs = run_episodes(env_id, _kv(env_kw), agent, seeds, num_envs=num_envs)
     else:
         from functools import partial
@@ -126,7 +153,8 @@ def rollout(env_id: str, out: Annotated[Path, typer.Option(help="Parquet file to
         _check_policy(env_id, policy, tokenizer)  # fail here, not in an actor's constructor
         config = RolloutConfig(ray_address=ray_address, env_workers=env_workers,
                                envs_per_worker=-(-num_envs // env_workers), max_batch=num_envs)
-        factory = partial(_policy, env_id, policy, temperature, max_new_tokens, seed, tokenizer)
+        factory = partial(_policy, env_id, policy, temperature, max_new_tokens, seed, tokenizer,
+                          _engine(engine, base_url))
         with RayRolloutRunner(env_id, _kv(env_kw), factory, config) as runner:
             trajs = runner.run(seeds)
     write_trajectories(trajs, out)
@@ -143,20 +171,21 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
                    "directory; repeatable")] = None,
           episodes: int = 16, num_envs: int = 16, max_new_tokens: int = 48,
           markdown: Annotated[Path | None, typer.Option(help="Also write the table here")] = None,
-          env_kw: EnvKw = None) -> None:
+          env_kw: EnvKw = None, engine: EngineOpt = "hf", base_url: BaseUrl = None) -> None:
     """Mean return of each policy on each env over the same fixed-seed episodes (LLMs decode
     greedily); one table for all."""
     from memgym.envs import ENVS, baselines
-    from memgym.train import evaluate, markdown_table, print_table
+    from memgym.report import markdown_table, print_table
+    from memgym.train import evaluate
 
-    rows = []
+    rows, served = [], _engine(engine, base_url)
     llms: dict[str, object] = {}  # one engine per model, shared across envs
     for env_id in env_ids or list(ENVS):
         names = [n for p in (policy or ["baselines"])
                  for n in (baselines(env_id) if p == "baselines" else [p])]
         for name in names:
             if name not in baselines(env_id) and name not in llms:
-                llms[name] = _policy(env_id, name, 0.0, max_new_tokens, 0)
+                llms[name] = _policy(env_id, name, 0.0, max_new_tokens, 0, engine=served)
             agent = llms.get(name) or _policy(env_id, name, 0.0, max_new_tokens, 0)
             result = evaluate(agent, env_id, _kv(env_kw), episodes, num_envs)[0]
             result.policy = name

@@ -23,26 +23,23 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 from rich.console import Console
-from rich.table import Table
 
 from memgym.batch import RolloutBatch
 from memgym.config import LoraConfig, TrainConfig
 from memgym.engine import SamplingParams
 from memgym.envs import baselines
-from memgym.errors import ConfigError
-from memgym.metrics import OP_KINDS, rollout_diagnostics, training_row
+from memgym.errors import ConfigError, RolloutError
+from memgym.metrics import rollout_diagnostics, training_row
+from memgym.report import MetricsLog, print_table, write_plots
 from memgym.rollouts import LLMPolicy, Policy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
+from memgym.rollouts.pipeline import TrainingRollouts
 from memgym.trainers.checkpoint import (
     find_checkpoint,
     load_checkpoint_state,
@@ -51,6 +48,7 @@ from memgym.trainers.checkpoint import (
 )
 from memgym.trainers.grpo import GRPOTrainer
 from memgym.trainers.ppo import PPOTrainer
+from memgym.trainers.sharded_checkpoint import save_sharded_checkpoint
 from memgym.trajectory import (
     Trajectory,
     load_trajectories,
@@ -89,43 +87,6 @@ def evaluate(policy: Policy, env_id: str, env_kwargs: dict, episodes: int,
     return summarize(policy.name, trajectories), trajectories
 
 
-def _figure(metrics: pd.DataFrame, columns: dict[str, str], ylabel: str, path: Path,
-            hlines: dict[str, tuple[float, str]] | None = None) -> None:
-    """Line plot of ``metrics[column]`` over iterations (``columns``: column → legend label)."""
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    for column, label in columns.items():
-        if column in metrics and metrics[column].notna().any():
-            rows = metrics[metrics[column].notna()]
-            ax.plot(rows["iteration"], rows[column], marker="o", label=label)
-    for label, (value, style) in (hlines or {}).items():
-        ax.axhline(value, linestyle=style, color="gray", label=label)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(ylabel)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-def write_plots(metrics: pd.DataFrame, evals: dict, run_dir: Path) -> list[Path]:
-    """``reward_curve.png`` (train reward, periodic val return, val before/after), ``kl.png``
-    (KL to the reference and clip fraction) and ``op_mix.png`` (ops per step by kind).
-
-    Returns:
-        The paths written.
-    """
-    paths = [run_dir / "reward_curve.png", run_dir / "kl.png", run_dir / "op_mix.png"]
-    hlines = {f"val {name}": (evals[name]["mean"], style)
-              for name, style in (("untrained", "--"), ("trained", "-")) if name in evals}
-    _figure(metrics, {"reward_mean": "train reward (mean)", "val_return_mean": "val return"},
-            "episode return", paths[0], hlines)
-    _figure(metrics, {"kl": "KL to reference", "clip_frac": "clip fraction"}, "per token",
-            paths[1])
-    _figure(metrics, {f"op_{kind}": kind for kind in OP_KINDS}, "ops per step", paths[2])
-    return paths
-
-
 def with_lora(model, lora: LoraConfig | None):
     """Wrap ``model`` with peft LoRA adapters (only they train), or return it unchanged."""
     if lora is None:
@@ -136,30 +97,6 @@ def with_lora(model, lora: LoraConfig | None):
     return get_peft_model(model, PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=lora.target_modules, task_type="CAUSAL_LM"))
-
-
-def print_table(console: Console, title: str,
-                results: list[EvalResult] | list[tuple[str, EvalResult]]) -> None:
-    """Print evaluation results (optionally ``(env id, result)`` pairs) as a rich table."""
-    rows = [r if isinstance(r, tuple) else ("", r) for r in results]
-    with_env = any(env for env, _ in rows)
-    table = Table(title=title)
-    for col in (("env",) if with_env else ()) + ("policy", "mean return", "std", "episodes",
-                                                  "parse errors"):
-        table.add_column(col)
-    for env, r in rows:
-        table.add_row(*((env,) if with_env else ()), r.policy, f"{r.mean:.4f}", f"{r.std:.4f}",
-                      str(r.episodes), f"{r.parse_error_rate:.1%}")
-    console.print(table)
-
-
-def markdown_table(rows: list[tuple[str, EvalResult]]) -> str:
-    """``(env id, result)`` rows as a GitHub-flavoured markdown table."""
-    lines = ["| env | policy | mean return | std | episodes | parse errors |",
-             "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {env} | {r.policy} | {r.mean:.4f} | {r.std:.4f} | {r.episodes} | "
-              f"{r.parse_error_rate:.1%} |" for env, r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def load_policy(config: TrainConfig, checkpoint: Path | None = None):
@@ -176,65 +113,6 @@ def load_policy(config: TrainConfig, checkpoint: Path | None = None):
         return PeftModel.from_pretrained(model, checkpoint, is_trainable=True), tokenizer, ref_model
     model, tokenizer = load_model(config.model.model_copy(update={"name_or_path": str(checkpoint)}))
     return model, tokenizer, ref_model
-
-
-class MetricsLog:
-    """Per-iteration rows to ``metrics.csv`` (rewritten each time, so it is always complete) and,
-    optionally, each numeric value to TensorBoard as ``<prefix>/<name>`` (prefix: the name up to
-    its first ``_``, e.g. ``reward/reward_mean``, ``op/op_add``)."""
-
-    def __init__(self, run_dir: Path, rows: list[dict], tensorboard: bool) -> None:
-        self.path, self.rows = run_dir / "metrics.csv", rows
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops events a crashed run logged past the checkpoint we resume from
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=len(rows))
-        self.frame().to_csv(self.path, index=False)
-
-    def frame(self) -> pd.DataFrame:
-        """All rows so far (columns ``iteration``, ``reward_mean``, ... even when empty)."""
-        return pd.DataFrame(self.rows) if self.rows else pd.DataFrame(
-            columns=["iteration", "reward_mean"])
-
-    def log(self, row: dict) -> None:
-        """Append ``row`` (it has ``iteration``) and write it out."""
-        self.rows.append(row)
-        self.frame().to_csv(self.path, index=False)
-        if self.writer is not None:
-            for key, value in row.items():
-                if key != "iteration" and isinstance(value, int | float) and np.isfinite(value):
-                    self.writer.add_scalar(f"{key.split('_')[0]}/{key}", value, row["iteration"])
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def make_rollout(config: TrainConfig, engine: HFEngine, sampling: SamplingParams
-                 ) -> Callable[[list[int], int], list[Trajectory]]:
-    """The training rollout ``(seeds, sampling seed) -> trajectories`` that ``config.rollout``
-    asks for: the local runner on ``engine``, or a :class:`RayRolloutRunner` whose engine actors
-    receive the policy's current weights before every rollout (continuous batching there makes
-    sampling depend on timing, so the sampling seed only applies locally)."""
-    if config.rollout.ray_address is None:
-        def run_local(seeds: list[int], seed: int) -> list[Trajectory]:
-            policy = LLMPolicy(engine, replace(sampling, seed=seed), name="policy")
-            return run_episodes(config.env_id, config.env, policy, seeds,
-                                num_envs=config.num_envs)
-        return run_local
-    from memgym.rollouts.ray_actors import hf_policy
-    from memgym.rollouts.ray_runner import RayRolloutRunner
-
-    runner = RayRolloutRunner(config.env_id, config.env, partial(
-        hf_policy, config.model.name_or_path, sampling, "policy", config.num_envs), config.rollout)
-
-    def run_ray(seeds: list[int], seed: int) -> list[Trajectory]:
-        runner.load_state_dict(engine.model.state_dict())
-        return runner.run(seeds)
-    return run_ray
 
 
 RUN_FILES = (STEPS_FILE, "metrics.csv", "eval.json", "checkpoint", "checkpoint.old",
@@ -261,133 +139,283 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def train(config: TrainConfig, console: Console | None = None) -> dict:
-    """Run the whole pipeline described in the module docstring.
+class _Run:
+    """One ``memgym train`` run: the model, trainer, rollouts and what has been logged."""
 
-    With ``config.resume`` and a checkpoint in ``run_dir/checkpoint`` (or ``checkpoint.old``,
-    which a save killed between its two renames leaves), the run continues from it: the
-    baselines' evaluation, metrics and trajectories so far are kept, and every iteration after
-    the checkpoint computes the same rollouts and loss as an uninterrupted run.
+    def __init__(self, config: TrainConfig, console: Console, run_dir: Path,
+                 source: Path | None, dist=None) -> None:
+        self.config, self.console, self.run_dir, self.dist = config, console, run_dir, dist
+        self.is_main = dist is None or dist.is_main
+        # a sharded checkpoint holds no Hugging Face weights: it loads into the trainer below
+        self.model, self.tokenizer, ref_model = load_policy(config, None if dist else source)
+        trainer_cls, section = ((PPOTrainer, config.ppo) if config.algorithm == "ppo"
+                                else (GRPOTrainer, config.grpo))
+        self.trainer = trainer_cls(self.model, self.tokenizer.pad_token_id, section, ref_model,
+                                   **({} if dist is None else {"distributed": dist}))
+        sharded = dist is not None and dist.strategy != "ddp"
+        # DDP: the unwrapped module holds the whole weights; FSDP2 / ZeRO-3 gather them
+        self.policy_model = self.model if dist is None else dist.unwrap(self.trainer.model)
+        self.eval_model = None  # FSDP2 / ZeRO-3: a whole copy for evaluation (rank 0)
+        self.sampling = SamplingParams(
+            max_new_tokens=config.sampling.max_new_tokens,
+            temperature=config.sampling.temperature, top_p=config.sampling.top_p)
+        self.greedy = SamplingParams(max_new_tokens=config.sampling.max_new_tokens,
+                                     temperature=0.0)
+        self.eval_kwargs = {**config.env, **config.eval_env}
+        self.rng = np.random.default_rng(config.seed)  # episode and sampling seeds
+        self.trajectories: list[Trajectory] = []
+        self.before: list[EvalResult] = []
+        adapters = run_dir / ("adapter" if dist is None else f"adapter-rank{dist.rank}")
+        self.rollouts = TrainingRollouts(
+            config, self.policy_model, self.tokenizer, self.sampling, adapters,
+            weights=(lambda: dist.full_state_dict(self.trainer.model)) if sharded else None)
 
-    Returns:
-        The evaluation summary written to ``eval.json``.
+    def llm_engine(self):
+        """The engine that evaluates the current policy; with a sharded model every rank must
+        call it (the whole weights are gathered), and only rank 0 gets an engine."""
+        if self.dist is None or self.dist.strategy == "ddp":
+            return self.rollouts.eval_engine(self.policy_model, self.trainer.global_step)
+        weights = self.dist.full_state_dict(self.trainer.model)
+        if not self.is_main:
+            return None
+        if self.eval_model is None:
+            self.eval_model = load_model(self.config.model)[0]
+        self.eval_model.load_state_dict(weights)
+        return HFEngine(self.eval_model, self.tokenizer, self.config.num_envs)
 
-    Raises:
-        ConfigError: The checkpoint to resume from fails its manifest or does not fit the run.
-    """
-    console = console or Console()
-    run_dir = Path(config.run_dir)
-    prepare_run_dir(run_dir, config.resume, config.overwrite)
-    checkpoint = run_dir / "checkpoint"
-    # the committed checkpoint (checkpoint/, or checkpoint.old/ if a save died between its
-    # renames), verified against its manifest before anything is built from it
-    source = find_checkpoint(checkpoint) if config.resume else None
-    state = None if source is None else load_checkpoint_state(source)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    started = time.perf_counter()
-
-    model, tokenizer, ref_model = load_policy(config, source)
-    engine = HFEngine(model, tokenizer, batch_size=config.num_envs)
-    eval_kwargs = {**config.env, **config.eval_env}
-    greedy = SamplingParams(max_new_tokens=config.sampling.max_new_tokens, temperature=0.0)
-    trainer = (PPOTrainer(model, tokenizer.pad_token_id, config.ppo, ref_model)
-               if config.algorithm == "ppo" else
-               GRPOTrainer(model, tokenizer.pad_token_id, config.grpo, ref_model))
-    sampling = SamplingParams(
-        max_new_tokens=config.sampling.max_new_tokens, temperature=config.sampling.temperature,
-        top_p=config.sampling.top_p)
-    rng = np.random.default_rng(config.seed)  # episode and sampling seeds of the rollouts
-    all_trajectories: list[Trajectory] = []
-
-    def run_eval(label: str, policy: Policy | None = None) -> EvalResult:
-        """Evaluate ``policy`` (default: the current LLM policy, greedy) as ``label``."""
-        policy = policy or LLMPolicy(engine, greedy, name=label)
-        result, trajs = evaluate(policy, config.env_id, eval_kwargs, config.eval_episodes,
-                                 config.num_envs)
+    def evaluate(self, label: str, policy: Policy | None = None) -> EvalResult:
+        """Evaluate ``policy`` (default: the current LLM policy, greedy) as ``label``, on rank
+        0 only (other ranks get an empty result)."""
+        engine = self.llm_engine() if policy is None else None
+        if not self.is_main:
+            return EvalResult(label, float("nan"), float("nan"), 0, float("nan"))
+        policy = policy or LLMPolicy(engine, self.greedy, name=label)
+        result, trajs = evaluate(policy, self.config.env_id, self.eval_kwargs,
+                                 self.config.eval_episodes, self.config.num_envs)
         result.policy = label
-        all_trajectories.extend(trajs)
+        self.trajectories.extend(trajs)
         return result
 
-    if state is not None:
+    def restore(self, state: dict, source: Path) -> tuple[list[dict], int]:
+        """Continue from a checkpoint's state; returns its metric rows and next iteration.
+
+        Raises:
+            ConfigError: The state does not fit this run.
+        """
         try:
-            trainer.load_state_dict(state["trainer"])
-            rng.bit_generator.state = state["seed_rng"]
-            before = [EvalResult(**r) for r in state["before"]]
+            if self.dist is None:  # a sharded checkpoint loaded into the trainer already
+                self.trainer.load_state_dict(state["trainer"])
+            self.rng.bit_generator.state = state["seed_rng"]
+            self.before = [EvalResult(**r) for r in state["before"]]
             rows, first = list(state["rows"]), int(state["iteration"])
             kept = int(state["num_trajectories"])
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"checkpoint {source} does not fit this run: "
                               f"{type(error).__name__}: {error}") from error
         set_rng_state(state["rng"])
-        if first > config.iterations:
+        if first > self.config.iterations:
             raise ConfigError(f"iterations must be >= the checkpoint's {first} to resume, got "
-                              f"{config.iterations}")
+                              f"{self.config.iterations}")
+        if not self.is_main:
+            return rows, first
         # the file may also hold the final evaluation of the run we resume: keep what preceded
-        all_trajectories = trajectories_from_frame(load_trajectories(run_dir / STEPS_FILE))
-        if len(all_trajectories) < kept:
-            raise ConfigError(f"{run_dir / STEPS_FILE} holds {len(all_trajectories)} "
-                              f"trajectories, checkpoint {source} expects at least {kept}")
-        all_trajectories = all_trajectories[:kept]
-        console.print(f"resuming {run_dir} from {source} at iteration {first} "
-                      f"(step {trainer.global_step})")
-    else:
-        if config.resume:
-            console.print(f"no checkpoint in {checkpoint}: starting from scratch")
-        before = [run_eval(name, cls()) for name, cls in baselines(config.env_id).items()]
-        before.append(run_eval("untrained"))
-        rows, first = [], 0
-    print_table(console, f"validation before training ({eval_kwargs})", before)
+        path = self.run_dir / STEPS_FILE
+        self.trajectories = trajectories_from_frame(load_trajectories(path))
+        if len(self.trajectories) < kept:
+            raise ConfigError(f"{path} holds {len(self.trajectories)} trajectories, checkpoint "
+                              f"{source} expects at least {kept}")
+        self.trajectories = self.trajectories[:kept]
+        return rows, first
 
-    def save(iteration: int) -> None:  # the trajectories so far are on disk already
-        save_checkpoint(checkpoint, model, tokenizer, trainer.state_dict(),
-                        {"iteration": iteration, "global_step": trainer.global_step,
-                         "config": config.model_dump()},
-                        {"iteration": iteration, "seed_rng": rng.bit_generator.state,
-                         "num_trajectories": len(all_trajectories), "rows": log.rows,
-                         "before": [r.__dict__ for r in before]})
+    def save(self, iteration: int, rng_state: dict, rows: list[dict]) -> None:
+        """Checkpoint after ``iteration`` iterations (the trajectories are on disk already);
+        ``rng_state``: the seed generator as the next iteration's rollout will draw from it.
+        Distributed: every rank writes its shards (:mod:`memgym.trainers.sharded_checkpoint`).
+        """
+        summary = {"iteration": iteration, "global_step": self.trainer.global_step,
+                   "config": self.config.model_dump()}
+        state = {"iteration": iteration, "seed_rng": rng_state,
+                 "num_trajectories": len(self.trajectories), "rows": rows,
+                 "before": [r.__dict__ for r in self.before]}
+        path = self.run_dir / "checkpoint"
+        if self.dist is not None:
+            save_sharded_checkpoint(path, self.dist, self.trainer, self.tokenizer, summary, state)
+        else:
+            save_checkpoint(path, self.model, self.tokenizer, self.trainer.state_dict(), summary,
+                            state)
 
-    rollout = make_rollout(config, engine, sampling)
-    log = MetricsLog(run_dir, rows, config.tensorboard)
-    for iteration in range(first, config.iterations):
+    def submit(self) -> dict:
+        """Draw the next iteration's episode and sampling seeds and start its rollout on the
+        engine's weights; returns the seed generator's state before the draw."""
+        rng_state = copy.deepcopy(self.rng.bit_generator.state)
+        episode_seeds = self.rng.integers(0, 2**31 - 1, size=self.config.episodes_per_iteration)
+        seeds = [int(s) for s in episode_seeds for _ in range(self.config.group_size)]
+        if self.dist is not None:  # each rank its share; gathered before the update
+            seeds = self.dist.shard(seeds)
+        self.rollouts.submit(self.policy_model, self.trainer.global_step, seeds,
+                             int(self.rng.integers(2**31 - 1)))
+        return rng_state
+
+    def iteration(self, iteration: int, next_rollout: bool) -> dict:
+        """Train on the pending rollout and (``next_rollout``) start the next one: before the
+        update when the rollouts run ahead, after it otherwise. Returns the metrics row.
+
+        Raises:
+            RolloutError: A batch is more than ``rollout.max_staleness`` updates old.
+        """
+        config, trainer = self.config, self.trainer
         tick = time.perf_counter()
-        episode_seeds = rng.integers(0, 2**31 - 1, size=config.episodes_per_iteration)
-        seeds = [int(s) for s in episode_seeds for _ in range(config.group_size)]
-        trajs = rollout(seeds, int(rng.integers(2**31 - 1)))
-        for traj in trajs:  # the weights that acted: after global_step updates
-            traj.policy_version = trainer.global_step
-        rollout_seconds = time.perf_counter() - tick
+        trajs, rollout_seconds = self.rollouts.result()
+        if self.dist is not None:
+            trajs = self.dist.gather(trajs)
+        staleness = trainer.global_step - min(t.policy_version for t in trajs)
+        if staleness > config.rollout.max_staleness:
+            raise RolloutError(f"a batch generated by policy version "
+                               f"{min(t.policy_version for t in trajs)} reached the trainer at "
+                               f"step {trainer.global_step}: more than rollout.max_staleness "
+                               f"{config.rollout.max_staleness} behind")
+        if next_rollout and self.rollouts.ahead:
+            self.next_rng_state = self.submit()
         # the trainer scores tokens at the temperature they were sampled at (logits / T)
-        stats = trainer.step(RolloutBatch.from_rollouts(trajs, sampling))
-        all_trajectories.extend(trajs)
+        stats = trainer.step(RolloutBatch.from_rollouts(trajs, self.sampling))
+        if next_rollout and not self.rollouts.ahead:
+            self.next_rng_state = self.submit()
+        self.trajectories.extend(trajs)
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,
                "parse_error_rate": summary.parse_error_rate, **stats, **training_row(trajs),
-               **rollout_diagnostics(trajs, sampling.max_new_tokens, tokenizer.eos_token_id),
-               "rollout_seconds": rollout_seconds, "seconds": time.perf_counter() - tick}
+               **rollout_diagnostics(trajs, self.sampling.max_new_tokens,
+                                     self.tokenizer.eos_token_id),
+               "rollout_staleness": staleness, "rollout_seconds": rollout_seconds,
+               "seconds": time.perf_counter() - tick}
         for name in trajs[0].reward_terms:
             row[f"reward_{name}"] = float(np.mean([t.reward_terms[name] for t in trajs]))
         if config.eval_every and (iteration + 1) % config.eval_every == 0:
-            val = run_eval(f"policy@{iteration}")
+            val = self.evaluate(f"policy@{iteration}")
             row |= {"val_return_mean": val.mean, "val_parse_error_rate": val.parse_error_rate}
-        log.log(row)
-        write_trajectories(all_trajectories, run_dir / STEPS_FILE)  # on disk before the next
-        console.print(f"iter {iteration}: reward {summary.mean:+.4f} parse errors "
-                      f"{summary.parse_error_rate:.0%} loss {stats['loss']:+.4f} "
-                      f"({row['seconds']:.1f}s)")
-        done, every = iteration + 1, config.checkpoint_every
-        if every and done % every == 0 and done < config.iterations:  # the last: saved below
-            save(done)
-    log.close()
-    save(config.iterations)
+        return row
 
-    after = run_eval("trained")
-    print_table(console, "validation after training", [*before, after])
-    write_trajectories(all_trajectories, run_dir / STEPS_FILE)
-    evals = {r.policy: r.__dict__ for r in [*before, after]}
-    evals["wall_seconds"] = time.perf_counter() - started
-    (run_dir / "eval.json").write_text(json.dumps(evals, indent=2))
-    write_plots(log.frame(), evals, run_dir)
-    console.print(f"wrote {run_dir} in {evals['wall_seconds']:.0f}s")
-    return evals
+    def run(self, state: dict | None, source: Path | None, started: float) -> dict:
+        """Evaluate, train and evaluate again (see :func:`train`); with several processes only
+        rank 0 evaluates, logs and writes files."""
+        config, console, run_dir, main = self.config, self.console, self.run_dir, self.is_main
+        if state is not None:
+            rows, first = self.restore(state, source)
+            console.print(f"resuming {run_dir} from {source} at iteration {first} "
+                          f"(step {self.trainer.global_step})")
+        else:
+            if config.resume:
+                console.print(f"no checkpoint in {run_dir / 'checkpoint'}: starting from scratch")
+            self.before = [self.evaluate(name, cls())
+                           for name, cls in baselines(config.env_id).items()]
+            self.before.append(self.evaluate("untrained"))
+            rows, first = [], 0
+        print_table(console, f"validation before training ({self.eval_kwargs})", self.before)
+        log = MetricsLog(run_dir, rows, config.tensorboard) if main else None
+        self.next_rng_state = self.rng.bit_generator.state
+        if first < config.iterations:
+            self.next_rng_state = self.submit()
+        for iteration in range(first, config.iterations):
+            row = self.iteration(iteration, next_rollout=iteration + 1 < config.iterations)
+            if main:
+                log.log(row)
+                write_trajectories(self.trajectories, run_dir / STEPS_FILE)  # before any save
+            else:
+                rows.append(row)
+            console.print(f"iter {iteration}: reward {row['reward_mean']:+.4f} parse errors "
+                          f"{row['parse_error_rate']:.0%} loss {row['loss']:+.4f} "
+                          f"({row['seconds']:.1f}s)")
+            done, every = iteration + 1, config.checkpoint_every
+            if every and done % every == 0 and done < config.iterations:  # the last: below
+                self.save(done, self.next_rng_state, rows)
+        if main:
+            log.close()
+        self.save(config.iterations, self.next_rng_state, rows)
+
+        after = self.evaluate("trained")
+        evals = {r.policy: r.__dict__ for r in [*self.before, after]}
+        evals["wall_seconds"] = time.perf_counter() - started
+        if main:
+            print_table(console, "validation after training", [*self.before, after])
+            write_trajectories(self.trajectories, run_dir / STEPS_FILE)
+            (run_dir / "eval.json").write_text(json.dumps(evals, indent=2))
+            write_plots(log.frame(), evals, run_dir)
+            console.print(f"wrote {run_dir} in {evals['wall_seconds']:.0f}s")
+        return evals
+
+
+def train(config: TrainConfig, console: Console | None = None) -> dict:
+    """Run the whole pipeline described in the module docstring.
+
+    With ``config.resume`` and a checkpoint in ``run_dir/checkpoint`` (or ``checkpoint.old``,
+    which a save killed between its two renames leaves), the run continues from it: the
+    baselines' evaluation, metrics and trajectories so far are kept, and every iteration after
+    the checkpoint computes the same rollouts and loss as an uninterrupted synchronous run
+    (with ``rollout.max_staleness > 0`` the batch that was in flight is generated again, on
+    the checkpoint's weights).
+
+    Returns:
+        The evaluation summary written to ``eval.json``.
+
+    Raises:
+        ConfigError: The checkpoint to resume from fails its manifest or does not fit the run.
+        RolloutError: Rollouts failed, or a batch came back staler than allowed.
+    """
+    dist_config = config.distributed
+    if dist_config.strategy != "none" and dist_config.launcher == "ray":
+        return _train_on_ray(config)
+    dist = None
+    if dist_config.strategy != "none":
+        from memgym.trainers.distributed import Distributed
+
+        dist = Distributed.from_config(dist_config)
+    main = dist is None or dist.is_main
+    console = console or Console()
+    if not main:
+        console = Console(quiet=True)
+    run_dir = Path(config.run_dir)
+    if main:
+        prepare_run_dir(run_dir, config.resume, config.overwrite)
+    if dist is not None:
+        dist.barrier()
+    # the committed checkpoint (checkpoint/, or checkpoint.old/ if a save died between its
+    # renames), verified against its manifest before anything is built from it
+    source = find_checkpoint(run_dir / "checkpoint") if config.resume else None
+    state = None if source is None or dist is not None else load_checkpoint_state(source)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    run = _Run(config, console, run_dir, source, dist)
+    if dist is not None and source is not None:
+        from memgym.trainers.sharded_checkpoint import load_sharded_checkpoint
+
+        state = load_sharded_checkpoint(source, dist, run.trainer)
+    try:
+        return run.run(state, source, started)
+    finally:
+        run.rollouts.close()
+
+
+def _train_on_ray(config: TrainConfig) -> dict:
+    """:func:`train` on ``distributed.num_workers`` Ray Train workers that form one
+    torch.distributed group (:func:`memgym.trainers.distributed.run_on_ray`); returns rank 0's
+    ``eval.json``.
+
+    Raises:
+        RolloutError: A worker failed.
+    """
+    from memgym.trainers.distributed import run_on_ray
+
+    worker = config.model_copy(update={"distributed": config.distributed.model_copy(
+        update={"launcher": "torchrun"})})
+    result = run_on_ray(_ray_worker, config.distributed.num_workers,
+                        config.distributed.use_gpu, {"config": worker.model_dump()})
+    if result.error is not None:
+        raise RolloutError(f"a Ray Train worker failed: {result.error}") from result.error
+    return json.loads((Path(config.run_dir) / "eval.json").read_text())
+
+
+def _ray_worker(loop_config: dict) -> None:
+    """One Ray Train worker of :func:`_train_on_ray`."""
+    train(TrainConfig(**loop_config["config"]))

@@ -14,9 +14,9 @@ import gymnasium as gym
 import ray
 
 import memgym  # noqa: F401  (registers the envs in the actor's process)
-from memgym.engine import Completion, SamplingParams
+from memgym.engine import Completion
 from memgym.errors import PolicyError
-from memgym.rollouts.policy import LLMPolicy, Policy
+from memgym.rollouts.policy import Policy
 
 StepResult = tuple[str, float, bool, bool, dict]  # obs, reward, terminated, truncated, info
 
@@ -89,34 +89,19 @@ class PolicyActor:
         return completions, time.perf_counter() - tick
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Copy trainer weights into the policy's model (``policy.engine.model``), e.g. after
-        an optimizer step; the dict's tensors arrive through the object store.
+        """Copy trainer weights into the policy's engine, e.g. after an optimizer step (the
+        dict's tensors arrive through the object store): a vLLM engine's ``load_weights``, or
+        an HF engine's ``model.load_state_dict``.
 
         Raises:
-            PolicyError: The policy has no ``engine.model`` (e.g. a scripted baseline).
+            PolicyError: The policy has no engine with weights (e.g. a scripted baseline).
         """
-        model = getattr(getattr(self.policy, "engine", None), "model", None)
+        engine = getattr(self.policy, "engine", None)
+        if hasattr(engine, "load_weights"):
+            engine.load_weights(state_dict.items())
+            return
+        model = getattr(engine, "model", None)
         if model is None:
             raise PolicyError(f"policy {self.policy.name!r} has no engine.model to load "
                               f"weights into")
         model.load_state_dict(state_dict)
-
-
-def hf_policy(model: str, params: SamplingParams, name: str | None = None,
-              batch_size: int = 16) -> LLMPolicy:
-    """An :class:`~memgym.rollouts.LLMPolicy` over ``HFEngine.from_pretrained(model)``; pass
-    ``functools.partial(hf_policy, ...)`` as a runner's policy factory so the model loads in
-    the engine actor.
-
-    Args:
-        model: ``"smollm2"`` or a local model directory.
-        params: Sampling parameters.
-        name: Name recorded in trajectories (default: ``model``).
-        batch_size: Most prompts per ``generate`` call.
-
-    Raises:
-        EngineError: ``model`` is not a model directory.
-    """
-    from memgym.rollouts.hf import HFEngine  # torch + transformers: only where a model runs
-
-    return LLMPolicy(HFEngine.from_pretrained(model, batch_size), params, name=name or model)

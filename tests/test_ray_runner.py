@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 
 from memgym import load_trajectories, write_trajectories
 from memgym.cli import app
-from memgym.config import RolloutConfig
+from memgym.config import ModelConfig, RolloutConfig
 from memgym.engine import SamplingParams
 from memgym.envs import baselines
 from memgym.errors import ConfigError, PolicyError
 from memgym.replay import replay
 from memgym.rollouts import LLMPolicy, run_episodes
-from memgym.rollouts.ray_actors import hf_policy
+from memgym.rollouts.engines import engine_policy
 from memgym.rollouts.ray_runner import RayRolloutRunner
 from memgym.trajectory import trajectories_from_frame
 
@@ -100,7 +100,8 @@ def test_smollm2_greedy_ray_run_equals_local_run(ray_local, engine):
                          num_envs=1, progress=False)
     # batch 1 on both sides: no padding, so the same logits up to thread-count float noise
     config = RolloutConfig(env_workers=1, envs_per_worker=2, max_batch=1, engine_cpus=1)
-    with RayRolloutRunner(ENV_ID, kwargs, functools.partial(hf_policy, "smollm2", params),
+    with RayRolloutRunner(ENV_ID, kwargs, functools.partial(
+            engine_policy, RolloutConfig(), ModelConfig(), params, "smollm2"),
                           config) as runner:
         out = runner.run(seeds, progress=False)
         # trainer weights reach the engine actor: a zeroed final norm changes what it writes,

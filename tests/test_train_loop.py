@@ -134,7 +134,7 @@ def test_metrics_tensorboard_eval_and_plots(two_iteration_run):
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "experiments").glob(
-    "*.yaml")), ids=lambda p: p.name)
+    "**/*.yaml")), ids=lambda p: p.name)
 def test_experiment_configs_validate(path):
     """The quickstart and recipes parse with the current trainer configs (shared base,
     registries): a renamed or removed field fails here, not after a run's warm start."""

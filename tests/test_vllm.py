@@ -164,3 +164,103 @@ def test_openai_engine_against_vllm_serve(vllm_engine, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
+
+
+VLLM_RUN = {
+    "env_id": "memgym/SyntheticMemoryManager-v0",
+    "env": {"split": "train", "num_keys": 1, "num_updates": 2, "interference": 0,
+            "num_questions": 1},
+    "episodes_per_iteration": 1, "group_size": 4, "num_envs": 4, "eval_episodes": 1,
+    "sampling": {"max_new_tokens": 24, "temperature": 1.0},
+    "model": {"dtype": "float32"},
+    "rollout": {"engine": "vllm", "engine_kwargs": {"max_model_len": 1024}},
+    "grpo": {"learning_rate": 1e-4}, "tensorboard": False,
+}
+
+
+def test_training_rollouts_serve_the_trainers_new_weights(vllm_engine, smollm2, tmp_path):
+    """The vllm engine of a run gets the trainer's weights after an update: a fixed
+    completion's logprob moves to what the trained HF model gives."""
+    from memgym.batch import RolloutBatch
+    from memgym.config import TrainConfig
+    from memgym.rollouts.pipeline import TrainingRollouts
+    from memgym.trainers.grpo import GRPOTrainer
+
+    model = copy.deepcopy(smollm2[0])
+    config = TrainConfig(**VLLM_RUN, run_dir=str(tmp_path))
+    sampling = SamplingParams(max_new_tokens=24, temperature=1.0)
+    rollouts = TrainingRollouts(config, model, smollm2[1], sampling, tmp_path, vllm_engine)
+    try:
+        rollouts.submit(model, 0, [3, 3, 3, 3], seed=0)
+        trajs, _ = rollouts.result()
+        assert {t.policy_version for t in trajs} == {0}
+        (c,) = vllm_engine.generate(PROMPTS[:1], GREEDY)
+        before = vllm_engine.completion_logprobs(c.prompt_ids, c.completion_ids)
+        trainer = GRPOTrainer(model, smollm2[1].pad_token_id, config.grpo)
+        trainer.step(RolloutBatch.from_rollouts(trajs, sampling))
+        assert trainer.global_step == 1
+        rollouts.sync(model, trainer.global_step)
+        after = vllm_engine.completion_logprobs(c.prompt_ids, c.completion_ids)
+        expected = hf_logprobs(model, c.prompt_ids, c.completion_ids).tolist()
+        assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-3
+        assert after == pytest.approx(expected, abs=2e-3)
+    finally:
+        rollouts.close()
+        vllm_engine.load_weights(smollm2[0].state_dict().items())
+
+
+def test_memgym_train_runs_end_to_end_on_vllm(tmp_path):
+    """``python -m memgym train`` with rollout.engine vllm: every trajectory records the policy
+    version that generated it, and the run replays."""
+    import yaml
+
+    from memgym.trajectory import load_trajectories
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**VLLM_RUN, "run_dir": str(tmp_path / "run"),
+                                      "iterations": 2}))
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    done = subprocess.run([sys.executable, "-m", "memgym", "train", str(config)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    frame = load_trajectories(tmp_path / "run" / "trajectories.parquet")
+    trained = frame[frame["policy"] == "policy"].groupby("trajectory_id")["policy_version"].first()
+    assert sorted(trained.value_counts().items()) == [(0, 4), (1, 4)]
+    replay = subprocess.run([sys.executable, "-m", "memgym", "replay",
+                             str(tmp_path / "run" / "trajectories.parquet")],
+                            capture_output=True, text=True, timeout=300)
+    assert replay.returncode == 0, replay.stdout[-2000:]
+
+
+def test_vllm_engines_as_ray_actors_receive_weights(smollm2, tmp_path):
+    """A vllm engine inside a Ray actor: trainer weights reach it (a zeroed final norm changes
+    what it writes; the original weights bring the original actions back)."""
+    import functools
+    import tempfile
+
+    import ray
+
+    from memgym.config import ModelConfig, RolloutConfig
+    from memgym.rollouts.engines import engine_policy
+    from memgym.rollouts.ray_runner import RayRolloutRunner, init_ray
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # the actor inherits it
+    config = RolloutConfig(ray_address="local", object_store_memory=100_000_000,
+                           temp_dir=tempfile.mkdtemp(prefix="memgym-ray-"), engine="vllm",
+                           env_workers=1, envs_per_worker=2, max_batch=2, engine_cpus=1,
+                           engine_kwargs={"max_model_len": 1024})
+    init_ray(config)
+    try:
+        factory = functools.partial(engine_policy, config, ModelConfig(dtype="float32"),
+                                    GREEDY, "vllm")
+        with RayRolloutRunner(VLLM_RUN["env_id"], VLLM_RUN["env"], factory, config) as runner:
+            first = [t.steps[0].action for t in runner.run([0, 1], progress=False)]
+            weights = smollm2[0].state_dict()
+            runner.load_state_dict({**weights, "model.norm.weight": torch.zeros_like(
+                weights["model.norm.weight"])})
+            zeroed = [t.steps[0].action for t in runner.run([0, 1], progress=False)]
+            runner.load_state_dict(weights)
+            again = [t.steps[0].action for t in runner.run([0, 1], progress=False)]
+        assert zeroed != first and again == first
+    finally:
+        ray.shutdown()

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator, DeepSpeedPlugin, FullyShardedDataParallelPlugin
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gather_object
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from memgym.errors import ConfigError
@@ -42,13 +43,16 @@ class Distributed:
             ``deepspeed`` (ZeRO stage 3; needs the ``deepspeed`` package).
         backend: torch.distributed backend; None: NCCL on GPUs, gloo on CPU.
         use_gpu: Train on this process's GPU (False: on the CPU).
+        mixed_precision: Accelerate's ``no`` | ``bf16`` | ``fp16``: float32 master weights and
+            optimizer state, the forward and backward in the lower precision (FSDP2: its
+            ``MixedPrecisionPolicy``). Load the model in float32 with it.
 
     Raises:
         ConfigError: Unknown strategy or backend, or ``deepspeed`` without the package.
     """
 
     def __init__(self, strategy: str = "ddp", backend: str | None = None,
-                 use_gpu: bool | None = None) -> None:
+                 use_gpu: bool | None = None, mixed_precision: str = "no") -> None:
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown distributed strategy {strategy!r}; expected one of "
                               f"{list(STRATEGIES)}")
@@ -67,7 +71,8 @@ class Distributed:
                                   "(pip install deepspeed); use 'fsdp2' without it")
             plugins["deepspeed_plugin"] = DeepSpeedPlugin(zero_stage=3)
         self.strategy = strategy
-        self.accelerator = Accelerator(cpu=not use_gpu, **plugins,
+        self.accelerator = Accelerator(cpu=not use_gpu, mixed_precision=mixed_precision,
+                                       **plugins,
                                        kwargs_handlers=[InitProcessGroupKwargs(backend=backend)])
 
     @classmethod
@@ -75,7 +80,7 @@ class Distributed:
         """The group of a :class:`memgym.config.run.DistributedConfig`; None for ``none``."""
         if config.strategy == "none":
             return None
-        return cls(config.strategy, config.backend, config.use_gpu)
+        return cls(config.strategy, config.backend, config.use_gpu, config.mixed_precision)
 
     @property
     def rank(self) -> int:
@@ -129,6 +134,15 @@ class Distributed:
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model without its DDP wrapper (FSDP2 shards in place: the same module)."""
         return self.accelerator.unwrap_model(model)
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The whole model's weights on every rank (FSDP2 gathers its shards:
+        ``torch.distributed.checkpoint.state_dict.get_model_state_dict`` with
+        ``full_state_dict``; a collective, so every rank must call it), with Hugging Face
+        names, e.g. to sync a rollout engine that holds its own copy."""
+        if isinstance(model, FSDPModule):
+            return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        return self.unwrap(model).state_dict()
 
     def shard(self, items: list) -> list:
         """This rank's contiguous slice of ``items`` (``ceil(n / world_size)`` each; the last

@@ -73,6 +73,10 @@ class RolloutConfig(Section):
 
     @model_validator(mode="after")
     def _engine_consistent(self):
+        if self.sync_every > max(1, self.max_staleness):
+            raise ValueError(f"rollout.sync_every {self.sync_every} lets rollouts fall "
+                             f"{self.sync_every} updates behind: set rollout.max_staleness >= "
+                             f"it (asynchronous), or sync_every 1")
         if (self.engine == "openai") != (self.base_url is not None):
             raise ValueError("rollout.base_url is the openai engine's server: set both or "
                              f"neither (engine {self.engine!r}, base_url {self.base_url!r})")

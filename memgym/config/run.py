@@ -76,6 +76,10 @@ class DistributedConfig(Section):
         num_workers: Processes a ``ray`` launcher starts.
         use_gpu: Give each Ray worker one GPU.
         backend: torch.distributed backend; None: NCCL on GPUs, gloo on CPU.
+        mixed_precision: ``no`` | ``bf16`` | ``fp16`` (Accelerate's): with ``model.dtype``
+            float32 the master weights and AdamW state stay float32 while forward and backward
+            run in the lower precision, as peers train (pure bf16 weights lose updates of
+            lr 1e-6 to rounding). A LoRA model may load in bf16: peft keeps adapters float32.
     """
 
     strategy: Literal["none", "ddp", "fsdp2", "deepspeed"] = "none"
@@ -83,6 +87,7 @@ class DistributedConfig(Section):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     backend: Literal["nccl", "gloo"] | None = None
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
 
 
 class LoraConfig(Section):
@@ -175,6 +180,17 @@ class TrainConfig(Section):
         if self.rollout.ray_address is not None and self.lora is not None:
             raise ValueError("Ray rollouts send full weights to the engine actors: remove lora "
                              "or rollout.ray_address")
+        trainer = self.ppo if self.algorithm == "ppo" else self.grpo
+        if self.rollout.max_staleness > 0 and (trainer.behaviour_logprobs == "trainer"
+                                               and trainer.tis_cap is None):
+            raise ValueError(f"asynchronous rollouts (rollout.max_staleness "
+                             f"{self.rollout.max_staleness}) are off-policy: correct for it with "
+                             f"{self.algorithm}.behaviour_logprobs 'sampler' or "
+                             f"{self.algorithm}.tis_cap")
+        if (self.distributed.strategy in ("fsdp2", "deepspeed") and self.lora is not None
+                and self.rollout.engine == "vllm"):
+            raise ValueError("a sharded LoRA model cannot be synced to vLLM yet: use "
+                             "distributed.strategy 'ddp' for LoRA runs")
         if self.rollout.engine == "openai":
             raise ValueError("rollout.engine 'openai' serves weights memgym cannot update: "
                              "train with 'hf' or 'vllm' (openai is for rollout and eval)")
