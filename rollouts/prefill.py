@@ -4,9 +4,12 @@ Prefill on a CPU is compute-bound, so every padding token costs as much as a rea
 batch's prompts usually share a long prefix (chat template and env instructions: 99 of ~180
 tokens for the LoCoMo memory manager). :func:`prefill` runs that prefix once, then all rows' own
 tokens laid end to end as one unpadded sequence. The linear layers see them as one large matrix
-(efficient); attention runs row by row through :func:`row_attention`, registered with
-transformers' ``AttentionInterface`` (one sequence with a block-diagonal mask would attend over
-all rows' tokens: 16.6 vs 7.1 ms a layer, measured for 8 rows of LoCoMo prompt lengths).
+(efficient); attention runs in the model's own attention implementation under a custom 4D mask
+(:func:`packed_rows_mask`: each row sees the prefix and, causally, its own tokens), the public
+way transformers offers to pass one.
+
+Only valid for models whose every layer attends fully and causally with a plain softmax over
+the context: see :func:`memgym.rollouts.hf.fast_path_supported`.
 """
 
 from __future__ import annotations
@@ -14,49 +17,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
-from transformers import AttentionInterface, DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from memgym.rollouts.kv_cache import AppendCache
 
-ROW_ATTENTION = "memgym_packed_rows"
 
+def packed_rows_mask(prefix: int, lengths: Sequence[int], dtype: torch.dtype,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """Additive attention mask of rows packed end to end after a shared prefix.
 
-def row_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
-                  value: torch.Tensor, attention_mask: torch.Tensor | None, *,
-                  row_lengths: Sequence[int], scaling: float | None = None, **kwargs
-                  ) -> tuple[torch.Tensor, None]:
-    """Attention of packed rows after a shared prefix, as a transformers attention function.
-
-    The queries are the rows' tokens end to end; the keys and values are the prefix's then the
-    same tokens. Each row attends to the whole prefix and causally to its own tokens.
+    Query ``i`` of row ``r`` may attend to every prefix position and to the positions of row
+    ``r`` up to its own; 0 where it may, ``dtype``'s lowest value where not.
 
     Args:
-        module: The attention layer (unused; part of the interface).
-        query: ``(1, heads, total, head_dim)`` float, ``total = sum(row_lengths)``.
-        key: ``(1, kv_heads, prefix + total, head_dim)``; ``heads`` a multiple of ``kv_heads``.
-        value: Like ``key``.
-        attention_mask: Ignored: the layout above defines the mask.
-        row_lengths: Tokens per row, in order.
-        scaling: Softmax scale (default ``head_dim ** -0.5``).
-        **kwargs: Other arguments of the interface (ignored).
+        prefix: Positions of the shared prefix (already in the KV cache).
+        lengths: Tokens per row, in order (0 allowed).
+        dtype: Mask dtype: the model's.
+        device: Where to build it.
 
     Returns:
-        ``((1, total, heads, head_dim) output, None)``.
+        ``(1, 1, total, prefix + total)``, ``total = sum(lengths)``.
     """
-    prefix = key.shape[2] - query.shape[2]
-    out, start = [], 0
-    for n in row_lengths:
-        own = slice(prefix + start, prefix + start + n)
-        keys, values = (torch.cat([t[:, :, :prefix], t[:, :, own]], dim=2) for t in (key, value))
-        mask = torch.ones(n, prefix + n, dtype=torch.bool, device=query.device).tril(prefix)
-        out.append(F.scaled_dot_product_attention(query[:, :, start:start + n], keys, values,
-                                                  attn_mask=mask, scale=scaling, enable_gqa=True))
-        start += n
-    return torch.cat(out, dim=2).transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(ROW_ATTENTION, row_attention)
+    row = torch.repeat_interleave(torch.arange(len(lengths), device=device),
+                                  torch.tensor(list(lengths), device=device))
+    index = torch.arange(len(row), device=device)
+    own = (row[:, None] == row[None, :]) & (index[:, None] >= index[None, :])
+    allowed = torch.cat([own.new_ones(len(row), prefix), own], dim=1)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
 
 
 def prefill(model: PreTrainedModel, ids: Sequence[Sequence[int]], shared: int, width: int,
@@ -64,10 +52,13 @@ def prefill(model: PreTrainedModel, ids: Sequence[Sequence[int]], shared: int, w
     """KV cache of a batch's rows but their last tokens, for ``model.generate`` to go on from.
 
     Call under ``torch.inference_mode()`` with the model in eval mode. The batch's layout per
-    row is: the ``shared`` prefix, left padding up to ``width``, the row's own tokens.
+    row is: the ``shared`` prefix, left padding up to ``width``, the row's own tokens. Every
+    tensor is built on ``model.device``.
 
     Args:
-        model: A causal LM whose attention goes through transformers' ``AttentionInterface``.
+        model: A causal LM that takes ``position_ids`` and a custom 4D attention mask, and whose
+            attention the mask fully describes (see
+            :func:`memgym.rollouts.hf.fast_path_supported`).
         ids: Token ids per row; every row is longer than ``shared``.
         shared: Length of the prefix all rows share.
         width: Length of the longest row.
@@ -77,26 +68,22 @@ def prefill(model: PreTrainedModel, ids: Sequence[Sequence[int]], shared: int, w
         A cache of ``width - 1`` positions: per row, the prefix, zeros under the row's padding,
         then the row's own tokens but the last.
     """
-    config = model.config
+    config, device = model.config, model.device
     cache, batch = DynamicCache(config=config), AppendCache(config, reserve)
     if width == 1:
         return batch  # nothing to cache: generate feeds every row's only token
     if shared:  # logits_to_keep=1: only the cache is wanted, not the vocab projection
-        model(torch.tensor([ids[0][:shared]]), past_key_values=cache, use_cache=True,
-              logits_to_keep=1)
+        model(torch.tensor([ids[0][:shared]], device=device), past_key_values=cache,
+              use_cache=True, logits_to_keep=1)
     lengths = [len(x) - 1 - shared for x in ids]  # own tokens but the last
     if sum(lengths):
-        positions = torch.cat([torch.arange(shared, shared + n) for n in lengths])
-        previous = model.config._attn_implementation
-        model.set_attn_implementation(ROW_ATTENTION)
-        try:
-            model(torch.tensor([[t for x in ids for t in x[shared:-1]]]),
-                  position_ids=positions[None], past_key_values=cache, use_cache=True,
-                  logits_to_keep=1, row_lengths=[n for n in lengths if n])
-        finally:
-            model.set_attn_implementation(previous)
+        positions = torch.cat([torch.arange(shared, shared + n, device=device) for n in lengths])
+        model(torch.tensor([[t for x in ids for t in x[shared:-1]]], device=device),
+              attention_mask=packed_rows_mask(shared, lengths, model.dtype, device),
+              position_ids=positions[None], past_key_values=cache, use_cache=True,
+              logits_to_keep=1)
     for i, layer in enumerate(cache.layers):  # layer: (1, kv_heads, shared + own, head_dim)
-        keys, values = (torch.zeros(len(ids), t.shape[1], width - 1, t.shape[3])
+        keys, values = (t.new_zeros(len(ids), t.shape[1], width - 1, t.shape[3])
                         for t in (layer.keys, layer.values))
         keys[:, :, :shared], values[:, :, :shared] = (t[..., :shared, :]
                                                       for t in (layer.keys, layer.values))

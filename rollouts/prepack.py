@@ -1,14 +1,12 @@
-"""Prepacked oneDNN linear layers for generation on CPU.
+"""Pre-transposed linear layers for generation on CPU.
 
-On this project's CPUs ATen's fp32 ``nn.Linear`` (MKL sgemm) is slow for the few rows of a
-decode step: SmolLM2's 576×49152 output layer takes 29.6 ms for 8 rows against 10.7 ms for one,
-and 9.7 ms through oneDNN with a weight packed ahead of time. Over the whole model a decode step
-of 8 sequences drops from ~135 to ~95 ms, and one of a single sequence gets no slower.
-
-No public torch API packs fp32 weights for oneDNN, so this uses the two ops that torch's own
-Inductor emits for frozen CPU linears (``mkldnn::_reorder_linear_weight`` and
-``mkldnn::_linear_pointwise``); torch is pinned. Where they are missing, layers are left as
-they are.
+``nn.Linear`` computes ``x @ weight.T`` on the ``(out, in)`` weight, which MKL's fp32 GEMM runs
+slowly for the few rows of a decode step: SmolLM2's 576×49,152 output layer took 46.6 ms for 8
+rows and 12.2 ms for one (one thread, this project's CPU), its MLP layers 0.34 ms for 8 rows. The
+same product on a contiguous ``(in, out)`` copy of the weight (``x @ weight_t``) took 28.5 ms
+and 0.16 ms. :class:`PrepackedLinears` keeps such copies and runs a model's linear layers on them
+during generation, with public torch operations only (it replaces oneDNN packs made through
+torch's internal mkldnn ops; see the README's engine section for tokens/s before and after).
 """
 
 from __future__ import annotations
@@ -19,58 +17,79 @@ from functools import partial
 
 import torch
 
-# Row-count hint for the packed layout. Measured on SmolLM2 decode steps of 1, 4 and 8
-# sequences: a pack for 8 rows is as fast as one for the exact count, so one pack serves all.
-PACK_ROWS = 8
-
 
 def available() -> bool:
-    """Whether this torch build has oneDNN and the packed-linear ops."""
-    ops = torch.ops.mkldnn
-    return (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
-            and hasattr(ops, "_linear_pointwise"))
+    """Whether layers can be prepacked (always: public torch operations only)."""
+    return True
 
 
-def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None,
-                    x: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+def _forward(weight_t: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear``'s output from the ``(in, out)`` transposed weight."""
+    if bias is None:
+        return x @ weight_t
+    return torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight_t).view(*x.shape[:-1], -1)
+
+
+class _Probe:
+    """Tells whether a tensor was modified in place since the probe was made, through public
+    autograd: a tiny graph saves a view of the tensor (a view shares its version counter), and
+    autograd refuses to backpropagate through a saved tensor modified since (an optimizer
+    step, ``load_state_dict``, any in-place op; not writes through ``.data``, which autograd
+    does not see either)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self._seed = self._out = None
+        if tensor.is_inference():  # no version counter: never known to be unchanged
+            return
+        with torch.inference_mode(False), torch.enable_grad():
+            self._seed = torch.ones((), requires_grad=True)
+            self._out = self._seed * tensor.detach()[(0,) * tensor.dim()]
+
+    def unchanged(self) -> bool:
+        """Whether the tensor is as it was when the probe was made."""
+        if self._out is None:
+            return False
+        with torch.inference_mode(False), torch.enable_grad():
+            try:
+                torch.autograd.grad(self._out, self._seed, retain_graph=True)
+            except RuntimeError:  # "modified by an inplace operation"
+                return False
+        return True
 
 
 class PrepackedLinears:
-    """Runs a model's fp32 CPU ``nn.Linear`` layers on oneDNN with prepacked weights.
+    """Runs a model's fp32 CPU ``nn.Linear`` layers on pre-transposed copies of their weights.
 
     Use as ``with packs.active(model): model.generate(...)``, in inference only (no gradients).
-    Packs are kept between calls and redone for a layer whose weight changed: another tensor
-    (data pointer) or an in-place update (the version counter that optimizer steps and
-    ``load_state_dict`` bump), so an engine sharing its model with a trainer stays on the
-    trainer's current policy. Outputs match ``nn.Linear`` to float32 rounding (~1e-4 on
-    SmolLM2's logits), not bit for bit. Memory: one packed copy of each weight.
+    Copies are kept between calls and redone for a layer whose weight changed: another tensor,
+    or an in-place update (optimizer steps, ``load_state_dict``), so an engine sharing its model
+    with a trainer stays on the trainer's current policy. Outputs match ``nn.Linear`` to float32
+    rounding, not bit for bit. Memory: one copy of each weight.
     """
 
     def __init__(self) -> None:
-        self._packs: dict[torch.nn.Linear, tuple[int, int, torch.Tensor]] = {}
+        self._packs: dict[torch.nn.Linear, tuple[torch.Tensor, _Probe, torch.Tensor]] = {}
 
     def _pack(self, layer: torch.nn.Linear) -> torch.Tensor:
         weight = layer.weight
-        key = (weight.data_ptr(), weight._version)
         cached = self._packs.get(layer)
-        if cached is None or cached[:2] != key:
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_ROWS)
-            cached = self._packs[layer] = (*key, packed)
+        if cached is None or cached[0] is not weight or not cached[1].unchanged():
+            with torch.no_grad():
+                transposed = weight.detach().t().contiguous()
+            cached = self._packs[layer] = (weight, _Probe(weight), transposed)
         return cached[2]
 
     @contextmanager
     def active(self, model: torch.nn.Module) -> Iterator[None]:
-        """Within the block, ``model``'s packable linear layers run prepacked (no-op without
-        oneDNN). Layers are looked up on each entry, so a model wrapped since (peft) is seen."""
+        """Within the block, ``model``'s fp32 CPU linear layers run on their transposed copies.
+        Layers are looked up on each entry, so a model wrapped since (peft) is seen."""
         layers = [m for m in model.modules() if type(m) is torch.nn.Linear
-                  and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32
-                  ] if available() else []
+                  and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32]
         self._packs = {m: self._packs[m] for m in layers if m in self._packs}  # drop gone layers
         with torch.no_grad():
             for layer in layers:
                 bias = None if layer.bias is None else layer.bias.detach()
-                layer.forward = partial(_packed_forward, self._pack(layer), bias)
+                layer.forward = partial(_forward, self._pack(layer), bias)
         try:
             yield
         finally:

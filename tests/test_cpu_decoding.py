@@ -1,4 +1,4 @@
-"""The HF engine's CPU parts: packed prefill attention, append-in-place KV cache, prepacked
+"""The HF engine's CPU parts: the packed prefill's mask, append-in-place KV cache, prepacked
 linears."""
 
 import pytest
@@ -8,7 +8,7 @@ from transformers import DynamicCache, LlamaConfig
 
 from memgym.rollouts import prepack
 from memgym.rollouts.kv_cache import AppendCache
-from memgym.rollouts.prefill import row_attention
+from memgym.rollouts.prefill import packed_rows_mask
 
 CONFIG = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                      hidden_size=32, intermediate_size=64, vocab_size=100)
@@ -74,18 +74,21 @@ def test_prepacked_linears_match_nn_linear_and_follow_weight_changes():
     assert not torch.allclose(changed, expected, atol=1e-2)
 
 
-def test_row_attention_equals_one_sequence_under_a_block_diagonal_mask():
-    prefix, lengths = 5, [3, 1, 4]
+def test_packed_rows_mask_gives_each_row_the_prefix_and_its_own_tokens_causally():
+    prefix, lengths = 5, [3, 0, 1, 4]
     total, gen = sum(lengths), torch.Generator().manual_seed(0)
+    mask = packed_rows_mask(prefix, lengths, torch.float32)
+    assert mask.shape == (1, 1, total, prefix + total)
+    assert set(mask.unique().tolist()) == {0.0, torch.finfo(torch.float32).min}
     query = torch.randn(1, 4, total, 8, generator=gen)
-    key, value = (torch.randn(1, 2, prefix + total, 8, generator=gen) for _ in range(2))
-    out, _ = row_attention(None, query, key, value, None, row_lengths=lengths, scaling=0.3)
-    row = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))
-    pos = torch.cat([torch.arange(n) for n in lengths])
-    sees = torch.cat([torch.ones(total, prefix, dtype=torch.bool),
-                      (row[:, None] == row[None]) & (pos[:, None] >= pos[None])], dim=1)
-    expected = F.scaled_dot_product_attention(query, key.repeat_interleave(2, 1),
-                                              value.repeat_interleave(2, 1), attn_mask=sees,
-                                              scale=0.3)
-    assert out.shape == (1, total, 4, 8)
-    assert torch.allclose(out, expected.transpose(1, 2), atol=1e-6)
+    key, value = (torch.randn(1, 4, prefix + total, 8, generator=gen) for _ in range(2))
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=0.3)
+    start = 0
+    for n in lengths:  # each row alone: the prefix, then its own tokens under a causal mask
+        own = slice(prefix + start, prefix + start + n)
+        keys, values = (torch.cat([t[:, :, :prefix], t[:, :, own]], dim=2) for t in (key, value))
+        sees = torch.ones(n, prefix + n, dtype=torch.bool).tril(prefix)
+        alone = F.scaled_dot_product_attention(query[:, :, start:start + n], keys, values,
+                                               attn_mask=sees, scale=0.3)
+        assert torch.allclose(out[:, :, start:start + n], alone, atol=1e-6)
+        start += n

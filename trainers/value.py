@@ -13,7 +13,6 @@ import copy
 
 import torch
 from transformers import AutoModelForTokenClassification, PreTrainedModel
-from transformers.initialization import no_init_weights
 
 from memgym.errors import ConfigError
 
@@ -37,8 +36,8 @@ def value_model_from_policy(policy: PreTrainedModel) -> PreTrainedModel:
     """
     config = copy.deepcopy(policy.config)
     config.num_labels, config.classifier_dropout = 1, 0.0
-    try:
-        with no_init_weights():  # every weight is copied or zeroed below: skip the random init
+    try:  # on the meta device: every weight is copied or zeroed below, so skip the random init
+        with torch.device("meta"):
             critic = AutoModelForTokenClassification.from_config(config, dtype=policy.dtype)
     except ValueError as exc:
         raise ConfigError(f"no token-classification model for {type(policy).__name__}: "
@@ -46,11 +45,16 @@ def value_model_from_policy(policy: PreTrainedModel) -> PreTrainedModel:
     if type(critic.base_model) is not type(policy.base_model):
         raise ConfigError(f"expected a plain causal LM whose backbone the critic can copy, got "
                           f"{type(policy).__name__} (backbone {type(policy.base_model).__name__})")
-    critic.base_model.load_state_dict(policy.base_model.state_dict())
-    head = critic.score  # GenericForTokenClassification's Linear(hidden, num_labels)
-    torch.nn.init.zeros_(head.weight)
-    if head.bias is not None:
-        torch.nn.init.zeros_(head.bias)
+    critic.to_empty(device=policy.device)  # allocated, not initialised
+    backbone = critic.base_model
+    backbone.load_state_dict(policy.base_model.state_dict())
+    with torch.no_grad():
+        for name, buffer in policy.base_model.named_buffers():  # non-persistent ones too (RoPE)
+            backbone.get_buffer(name).copy_(buffer)
+        own = {id(t) for t in (*backbone.parameters(), *backbone.buffers())}
+        for tensor in (*critic.parameters(), *critic.buffers()):  # the score head
+            if id(tensor) not in own:
+                tensor.zero_()
     return critic.train()
 
 
