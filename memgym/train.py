@@ -181,7 +181,8 @@ class _Run:
         if self.eval_model is None:
             self.eval_model = load_model(self.config.model)[0]
         self.eval_model.load_state_dict(weights)
-        return HFEngine(self.eval_model, self.tokenizer, self.config.num_envs)
+        return HFEngine(self.eval_model, self.tokenizer, self.config.num_envs,
+                        fast_path=self.config.model.fast_path)
 
     def evaluate(self, label: str, policy: Policy | None = None) -> EvalResult:
         """Evaluate ``policy`` (default: the current LLM policy, greedy) as ``label``, on rank

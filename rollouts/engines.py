@@ -45,6 +45,7 @@ def make_engine(rollout: RolloutConfig, model: ModelConfig, batch_size: int = 16
                 return HFEngine.from_pretrained(model, batch_size, **kwargs)
             if tokenizer is None:
                 raise ConfigError("make_engine: hf_model needs its tokenizer")
+            kwargs.setdefault("fast_path", model.fast_path)
             return HFEngine(hf_model, tokenizer, batch_size, **kwargs)
         if rollout.engine == "vllm":
             from memgym.rollouts.vllm import VLLMEngine

@@ -152,7 +152,8 @@ class TrainingRollouts:
         if self.trainer_engine is None:
             from memgym.rollouts.hf import HFEngine
 
-            self.trainer_engine = HFEngine(model, self._tokenizer, self.config.num_envs)
+            self.trainer_engine = HFEngine(model, self._tokenizer, self.config.num_envs,
+                                           fast_path=self.config.model.fast_path)
         return self.trainer_engine
 
     def close(self) -> None:
