@@ -18,11 +18,6 @@ from functools import partial
 import torch
 
 
-def available() -> bool:
-    """Whether layers can be prepacked (always: public torch operations only)."""
-    return True
-
-
 def _forward(weight_t: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """``nn.Linear``'s output from the ``(in, out)`` transposed weight."""
     if bias is None:

@@ -1,7 +1,6 @@
 """The HF engine's CPU parts: the packed prefill's mask, append-in-place KV cache, prepacked
 linears."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, LlamaConfig
@@ -51,7 +50,6 @@ def test_append_cache_writes_in_place_until_its_reserve_is_used():
     assert cache.layers[0].keys.data_ptr() != buffer and cache.get_seq_length() == 7
 
 
-@pytest.mark.skipif(not prepack.available(), reason="this torch build has no oneDNN linear ops")
 def test_prepacked_linears_match_nn_linear_and_follow_weight_changes():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),
