@@ -400,21 +400,28 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
 
 def _train_on_ray(config: TrainConfig) -> dict:
     """:func:`train` on ``distributed.num_workers`` Ray Train workers that form one
-    torch.distributed group (:func:`memgym.trainers.distributed.run_on_ray`); returns rank 0's
-    ``eval.json``.
+    torch.distributed group (:func:`memgym.trainers.distributed.run_on_ray`: it joins the
+    running cluster, e.g. ``RAY_ADDRESS``, or starts a local one); returns rank 0's
+    ``eval.json``. Workers run elsewhere than this directory, so ``run_dir`` and a local model
+    directory are made absolute (on a cluster they must be on a file system every node sees).
 
     Raises:
         RolloutError: A worker failed.
     """
     from memgym.trainers.distributed import run_on_ray
 
-    worker = config.model_copy(update={"distributed": config.distributed.model_copy(
-        update={"launcher": "torchrun"})})
+    run_dir = Path(config.run_dir).resolve()
+    model = config.model
+    if Path(model.name_or_path).is_dir():
+        model = model.model_copy(update={"name_or_path": str(Path(model.name_or_path).resolve())})
+    worker = config.model_copy(update={
+        "run_dir": str(run_dir), "model": model,
+        "distributed": config.distributed.model_copy(update={"launcher": "torchrun"})})
     result = run_on_ray(_ray_worker, config.distributed.num_workers,
                         config.distributed.use_gpu, {"config": worker.model_dump()})
     if result.error is not None:
         raise RolloutError(f"a Ray Train worker failed: {result.error}") from result.error
-    return json.loads((Path(config.run_dir) / "eval.json").read_text())
+    return json.loads((run_dir / "eval.json").read_text())
 
 
 def _ray_worker(loop_config: dict) -> None:

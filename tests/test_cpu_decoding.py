@@ -90,3 +90,27 @@ def test_packed_rows_mask_gives_each_row_the_prefix_and_its_own_tokens_causally(
                                                attn_mask=sees, scale=0.3)
         assert torch.allclose(out[:, :, start:start + n], alone, atol=1e-6)
         start += n
+
+
+def test_a_trainer_step_reaches_the_engines_weight_copies():
+    """GRPOTrainer's fused AdamW would leave version counters unchanged on CPU; the trainer
+    bumps them, so an engine sharing the model never generates with pre-update copies."""
+    from memgym.trainers import GRPOConfig, GRPOTrainer, SegmentBatch
+    from memgym.trajectory import Segment
+
+    from .tiny_models import tiny_llama
+
+    model = tiny_llama().float()
+    trainer = GRPOTrainer(model, 0, GRPOConfig(learning_rate=0.1))
+    assert trainer.optimizer.defaults["fused"]
+    ids, packs = torch.tensor([[1, 2, 3, 4]]), prepack.PrepackedLinears()
+    with torch.inference_mode(), packs.active(model):
+        before = model(ids).logits
+    segments = [Segment(0, 0, 1, [1, 2], [3, 4], [1, 1], [-1.0, -1.0], "end")] * 2
+    trainer.step(SegmentBatch(segments, torch.tensor([1.0, 0.5])))
+    with torch.inference_mode():
+        plain = model(ids).logits
+        with packs.active(model):
+            packed = model(ids).logits
+    assert not torch.allclose(plain, before, atol=1e-4)  # the step changed the weights
+    assert torch.allclose(packed, plain, atol=1e-5)
