@@ -14,8 +14,8 @@
 #   --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 #   -d .whl <the names above, NAME==VERSION>      (.whl/ is git-ignored via .git/info/exclude)
 # (GPU_CHECK_NO_WHEELS=1 skips them, e.g. in memgym's own venv.) memgym itself comes from
-# this checkout through PYTHONPATH. With trainers/distributed.py,
-# memgym's step goes through FSDP2 (Accelerate) on one GPU under torchrun.
+# this checkout through PYTHONPATH. memgym's step goes through FSDP2 (Accelerate) on one GPU
+# under torchrun.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -25,8 +25,5 @@ if [ "${GPU_CHECK_NO_WHEELS:-0}" != 1 ] && compgen -G ".whl/*.whl" >/dev/null; t
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
-if [ -f trainers/distributed.py ]; then
-  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 1 \
-    experiments/device/gpu_check.py --fsdp2 "$@"
-fi
-exec "$PYTHON" experiments/device/gpu_check.py "$@"
+exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 1 \
+  experiments/device/gpu_check.py --fsdp2 "$@"
