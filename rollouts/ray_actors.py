@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import ray
@@ -17,6 +18,11 @@ import memgym  # noqa: F401  (registers the envs in the actor's process)
 from memgym.engine import Completion
 from memgym.errors import PolicyError
 from memgym.rollouts.policy import Policy
+
+if TYPE_CHECKING:  # torch loads only in engine actors, not in env workers
+    import torch
+
+    from memgym.rollouts.weight_sync import WeightReceiver
 
 StepResult = tuple[str, float, bool, bool, dict]  # obs, reward, terminated, truncated, info
 
@@ -76,6 +82,7 @@ class PolicyActor:
 
     def __init__(self, factory: Callable[[], Policy]) -> None:
         self.policy = factory()
+        self.receiver: WeightReceiver | None = None
 
     def name(self) -> str:
         """The policy's name (recorded in trajectories)."""
@@ -96,12 +103,69 @@ class PolicyActor:
         Raises:
             PolicyError: The policy has no engine with weights (e.g. a scripted baseline).
         """
+        self._loader()(state_dict.items())
+
+    def check_weights(self) -> None:
+        """Raise unless the engine can take weights (the runner calls it before anyone blocks
+        in a weight-sync group).
+
+        Raises:
+            PolicyError: The policy has no engine with weights (e.g. a scripted baseline).
+        """
+        self._loader()
+
+    def _loader(self) -> Callable[[Iterable[tuple[str, torch.Tensor]]], None]:
+        """How ``(name, tensor)`` pairs reach the engine (see :meth:`load_state_dict`)."""
         engine = getattr(self.policy, "engine", None)
         if hasattr(engine, "load_weights"):
-            engine.load_weights(state_dict.items())
-            return
+            return engine.load_weights
         model = getattr(engine, "model", None)
         if model is None:
             raise PolicyError(f"policy {self.policy.name!r} has no engine.model to load "
                               f"weights into")
-        model.load_state_dict(state_dict)
+        return lambda items: model.load_state_dict(dict(items))
+
+    def join_weight_sync(self, host: str, port: int, rank: int, size: int,
+                         backend: str) -> None:
+        """Join the trainer's weight-sync group as ``rank`` (blocks until all ranks joined;
+        see :mod:`memgym.rollouts.weight_sync`).
+
+        Raises:
+            PolicyError: The policy has no engine with weights.
+        """
+        from memgym.rollouts.weight_sync import WeightReceiver
+
+        self.check_weights()
+        self.leave_weight_sync()
+        self.receiver = WeightReceiver(host, port, rank, size, backend)
+
+    def receive_weights(self) -> int:
+        """Receive the trainer's next broadcast into the engine, streamed tensor by tensor.
+
+        Returns:
+            Tensors received.
+
+        Raises:
+            PolicyError: Not in a weight-sync group (e.g. the actor was restarted), or the
+                policy has no engine with weights.
+        """
+        receiver = self.receiver
+        if receiver is None:
+            raise PolicyError("this engine actor is in no weight-sync group (restarted "
+                              "actors lose theirs)")
+        count = 0
+
+        def counted() -> Iterable[tuple[str, torch.Tensor]]:
+            nonlocal count
+            for item in receiver.receive():
+                count += 1
+                yield item
+
+        self._loader()(counted())
+        return count
+
+    def leave_weight_sync(self) -> None:
+        """Leave the weight-sync group, if any."""
+        if self.receiver is not None:
+            self.receiver.close()
+        self.receiver = None

@@ -28,6 +28,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
@@ -42,6 +43,9 @@ from memgym.rollouts.policy import Policy
 from memgym.rollouts.ray_actors import EnvWorker, PolicyActor
 from memgym.rollouts.runner import record_step
 from memgym.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from memgym.rollouts.weight_sync import WeightBroadcaster
 
 
 def init_ray(config: RolloutConfig) -> None:
@@ -154,6 +158,7 @@ class RayRolloutRunner:
             scheduling_strategy=strategy).remote(policy_factory) for strategy in strategies]
         self.policy_name: str = ray.get(self.engines[0].name.remote())
         self.stats = RolloutStats()
+        self.weight_sync: WeightBroadcaster | None = None  # made by the first gloo/nccl sync
 
     def run(self, seeds: Sequence[int], groups: Sequence[int] | None = None,
             progress: bool = True, on_progress: Callable[[RolloutStats], None] | None = None
@@ -190,13 +195,55 @@ class RayRolloutRunner:
         return trajectories
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Send trainer weights to every engine (one object-store copy; see
-        :meth:`~memgym.rollouts.ray_actors.PolicyActor.load_state_dict`)."""
-        ref = ray.put({name: tensor.detach().cpu() for name, tensor in state_dict.items()})
-        ray.get([engine.load_state_dict.remote(ref) for engine in self.engines])
+        """Send trainer weights to every engine: with ``config.weight_sync`` ``object_store``
+        one object-store copy (see :meth:`~memgym.rollouts.ray_actors.PolicyActor.
+        load_state_dict`); with ``gloo`` / ``nccl`` a broadcast from this process, rank 0 of a
+        group with the engines (:mod:`memgym.rollouts.weight_sync`, joined on the first sync).
+
+        Raises:
+            PolicyError: An engine has no weights (e.g. a scripted baseline).
+            ConfigError: A value of ``state_dict`` is not a tensor (``gloo`` / ``nccl``).
+        """
+        if self.config.weight_sync == "object_store":
+            ref = ray.put({name: tensor.detach().cpu() for name, tensor in state_dict.items()})
+            ray.get([engine.load_state_dict.remote(ref) for engine in self.engines])
+            return
+        from memgym.rollouts.weight_sync import check_state_dict
+
+        check_state_dict(state_dict)  # before the engines start waiting for tensors
+        if self.weight_sync is None:
+            self.weight_sync = self._join_weight_sync()
+        receives = [engine.receive_weights.remote() for engine in self.engines]
+        synced = False
+        try:
+            self.weight_sync.broadcast(state_dict)
+            ray.get(receives)
+            synced = True
+        finally:
+            if not synced:  # the group may be out of step: the next sync forms a new one
+                self.weight_sync.close()
+                self.weight_sync = None
+
+    def _join_weight_sync(self) -> WeightBroadcaster:
+        """Form the weight-sync group: this process is rank 0, engine ``i`` rank ``i + 1``."""
+        from memgym.rollouts.weight_sync import WeightBroadcaster
+
+        ray.get([engine.check_weights.remote() for engine in self.engines])  # fail before waits
+        sync = WeightBroadcaster(len(self.engines), self.config.weight_sync,
+                                 ray.util.get_node_ip_address())
+        joins = [engine.join_weight_sync.remote(*sync.address, rank, sync.size,
+                                                self.config.weight_sync)
+                 for rank, engine in enumerate(self.engines, 1)]
+        sync.connect()
+        ray.get(joins)
+        return sync
 
     def shutdown(self) -> None:
-        """Kill the actors and free the placement group (Ray itself stays up)."""
+        """Leave the weight-sync group, kill the actors and free the placement group (Ray
+        itself stays up)."""
+        if self.weight_sync is not None:
+            self.weight_sync.close()
+            self.weight_sync = None
         for actor in [*self.workers, *self.engines]:
             ray.kill(actor)
         if self.placement_group is not None:

@@ -264,3 +264,47 @@ def test_vllm_engines_as_ray_actors_receive_weights(smollm2, tmp_path):
         assert zeroed != first and again == first
     finally:
         ray.shutdown()
+
+
+def test_vllm_engine_ray_actor_receives_weights_over_gloo(smollm2):
+    """A vllm engine inside a Ray actor takes trainer weights broadcast over a gloo group of
+    its own (rollout.weight_sync: gloo): the zeroed final norm arrives exactly and changes what
+    it writes; the original weights bring the original actions back."""
+    import functools
+    import tempfile
+
+    import ray
+
+    from memgym.config import ModelConfig, RolloutConfig
+    from memgym.rollouts.engines import engine_policy
+    from memgym.rollouts.ray_runner import RayRolloutRunner, init_ray
+
+    def served_norm(actor):  # runs in the actor: the served model's final norm weight
+        return actor.policy.engine.llm.collective_rpc(
+            lambda worker: worker.model_runner.model.model.norm.weight.detach().cpu())[0]
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # the actor inherits it
+    config = RolloutConfig(ray_address="local", object_store_memory=100_000_000,
+                           temp_dir=tempfile.mkdtemp(prefix="memgym-ray-"), engine="vllm",
+                           env_workers=1, envs_per_worker=2, max_batch=2, engine_cpus=1,
+                           engine_kwargs={"max_model_len": 1024}, weight_sync="gloo")
+    init_ray(config)
+    try:
+        factory = functools.partial(engine_policy, config, ModelConfig(dtype="float32"),
+                                    GREEDY, "vllm")
+        with RayRolloutRunner(VLLM_RUN["env_id"], VLLM_RUN["env"], factory, config) as runner:
+            first = [t.steps[0].action for t in runner.run([0, 1], progress=False)]
+            weights = smollm2[0].state_dict()
+            runner.load_state_dict({**weights, "model.norm.weight": torch.zeros_like(
+                weights["model.norm.weight"])})
+            zeroed_norm = ray.get(runner.engines[0].__ray_call__.remote(served_norm))
+            zeroed = [t.steps[0].action for t in runner.run([0, 1], progress=False)]
+            runner.load_state_dict(weights)
+            norm = ray.get(runner.engines[0].__ray_call__.remote(served_norm))
+            again = [t.steps[0].action for t in runner.run([0, 1], progress=False)]
+            assert runner.weight_sync is not None and runner.weight_sync.version == 2
+        assert runner.weight_sync is None
+        assert not zeroed_norm.any() and torch.equal(norm, weights["model.norm.weight"])
+        assert zeroed != first and again == first
+    finally:
+        ray.shutdown()

@@ -27,6 +27,9 @@ class RolloutConfig(Section):
         sync_every: Send the trainer's weights to a ``vllm`` engine (or Ray engine actors)
             after every this many updates; rollouts in between run on weights up to
             ``sync_every - 1`` versions old (each trajectory records its version).
+        weight_sync: How ``load_state_dict`` reaches Ray engine actors: ``object_store`` (one
+            Ray object), or a broadcast from the trainer over a torch.distributed group of its
+            own with the engines, ``gloo`` (CPU) or ``nccl`` (engines on their own GPUs).
         max_staleness: 0: synchronous (rollout, then update, as before). k > 0: the rollouts of
             iteration i+1 run while the trainer updates on iteration i, on weights at most k
             versions behind the trainer's (AReaL, prime-rl, TRL's AsyncGRPOTrainer); the
@@ -57,6 +60,7 @@ class RolloutConfig(Section):
     engine_kwargs: dict = Field(default_factory=dict)
     base_url: str | None = None
     sync_every: int = Field(1, ge=1)
+    weight_sync: Literal["object_store", "gloo", "nccl"] = "object_store"
     max_staleness: int = Field(0, ge=0)
     ray_address: str | None = None
     env_workers: int = Field(2, ge=1)
@@ -77,6 +81,9 @@ class RolloutConfig(Section):
             raise ValueError(f"rollout.sync_every {self.sync_every} lets rollouts fall "
                              f"{self.sync_every} updates behind: set rollout.max_staleness >= "
                              f"it (asynchronous), or sync_every 1")
+        if self.weight_sync == "nccl" and self.engine_gpus == 0:
+            raise ValueError("rollout.weight_sync nccl needs engines on GPUs (engine_gpus > 0); "
+                             "use gloo on CPU")
         if (self.engine == "openai") != (self.base_url is not None):
             raise ValueError("rollout.base_url is the openai engine's server: set both or "
                              f"neither (engine {self.engine!r}, base_url {self.base_url!r})")
