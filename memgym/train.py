@@ -153,9 +153,9 @@ class _Run:
         self.trainer = trainer_cls(self.model, self.tokenizer.pad_token_id, section, ref_model,
                                    **({} if dist is None else {"distributed": dist}))
         sharded = dist is not None and dist.strategy != "ddp"
-        # DDP: the unwrapped module holds the whole weights; FSDP2 / ZeRO-3 gather them
+        # DDP: the unwrapped module holds the whole weights; FSDP2 gathers them
         self.policy_model = self.model if dist is None else dist.unwrap(self.trainer.model)
-        self.eval_model = None  # FSDP2 / ZeRO-3: a whole copy for evaluation (rank 0)
+        self.eval_model = None  # FSDP2 with asynchronous rollouts: a whole copy (rank 0)
         self.sampling = SamplingParams(
             max_new_tokens=config.sampling.max_new_tokens,
             temperature=config.sampling.temperature, top_p=config.sampling.top_p)
@@ -171,10 +171,14 @@ class _Run:
             weights=(lambda: dist.full_state_dict(self.trainer.model)) if sharded else None)
 
     def llm_engine(self):
-        """The engine that evaluates the current policy; with a sharded model every rank must
-        call it (the whole weights are gathered), and only rank 0 gets an engine."""
-        if self.dist is None or self.dist.strategy == "ddp":
-            return self.rollouts.eval_engine(self.policy_model, self.trainer.global_step)
+        """The engine that evaluates the current policy (rank 0 gets it, other ranks None).
+        Every rank must call it: with a sharded model the whole weights are gathered, into the
+        rollout engine (synced now), or, while that engine generates the next batch
+        (``max_staleness > 0``), into a whole copy of the model on rank 0."""
+        sharded = self.dist is not None and self.dist.strategy != "ddp"
+        if not sharded or not self.rollouts.ahead:
+            engine = self.rollouts.eval_engine(self.policy_model, self.trainer.global_step)
+            return engine if self.is_main else None
         weights = self.dist.full_state_dict(self.trainer.model)
         if not self.is_main:
             return None
@@ -418,7 +422,7 @@ def _train_on_ray(config: TrainConfig) -> dict:
         "run_dir": str(run_dir), "model": model,
         "distributed": config.distributed.model_copy(update={"launcher": "torchrun"})})
     result = run_on_ray(_ray_worker, config.distributed.num_workers,
-                        config.distributed.use_gpu, {"config": worker.model_dump()})
+                        bool(config.distributed.use_gpu), {"config": worker.model_dump()})
     if result.error is not None:
         raise RolloutError(f"a Ray Train worker failed: {result.error}") from result.error
     return json.loads((run_dir / "eval.json").read_text())

@@ -51,7 +51,8 @@ def make_engine(rollout: RolloutConfig, model: ModelConfig, batch_size: int = 16
             from memgym.rollouts.vllm import VLLMEngine
 
             kwargs.setdefault("enable_lora", enable_lora)
-            return VLLMEngine(model.name_or_path, dtype=model.dtype, **kwargs)
+            kwargs.setdefault("dtype", model.dtype)  # engine_kwargs.dtype serves in another one
+            return VLLMEngine(model.name_or_path, **kwargs)
         from memgym.rollouts.hf import load_tokenizer
         from memgym.rollouts.openai_engine import OpenAIEngine
 

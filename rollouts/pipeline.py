@@ -75,9 +75,9 @@ class TrainingRollouts:
                   and weights is None)
         copied = None if weights is not None or rollout.engine != "hf" else (
             model if shared else copy.deepcopy(model))
-        self.engine = engine or make_engine(
+        self.engine = engine or make_engine(  # its own tokenizer when it runs in the background
             rollout, config.model, config.num_envs, enable_lora=config.lora is not None,
-            hf_model=copied, tokenizer=tokenizer)
+            hf_model=copied, tokenizer=copy.deepcopy(tokenizer) if self.ahead else tokenizer)
         if shared:
             self.trainer_engine, self._push = self.engine, None
         elif rollout.engine == "hf":  # an engine over its own copy of the weights

@@ -33,14 +33,15 @@ from vllm.lora.request import LoRARequest
 from memgym.engine import ChatMessages, Completion, SamplingParams
 from memgym.errors import EngineError
 from memgym.rollouts.chat import ChatRenderer
-from memgym.rollouts.hf import SMOLLM2, smollm2_path
+from memgym.rollouts.hf import SMOLLM2, model_source
 
 
 class VLLMEngine:
     """Batched generation with ``vllm.LLM``, returning token ids and logprobs.
 
     Args:
-        model: ``"smollm2"`` (the converted SmolLM2-135M-Instruct) or a local model directory.
+        model: ``"smollm2"`` (the converted SmolLM2-135M-Instruct), a local model directory or
+            a Hugging Face id.
         dtype: Weight and activation dtype (``"bfloat16"``, ``"float32"``, ...).
         enable_lora: Reserve LoRA slots so :meth:`load_lora` can serve adapters.
         max_lora_rank: Largest adapter rank :meth:`load_lora` accepts.
@@ -51,20 +52,19 @@ class VLLMEngine:
         **llm_kwargs: Further ``vllm.LLM`` engine arguments.
 
     Raises:
-        EngineError: The model directory has no ``config.json``.
+        EngineError: ``model`` is a local path without ``config.json`` (see
+            :func:`memgym.rollouts.hf.model_source`).
     """
 
     def __init__(self, model: str | Path = SMOLLM2, *, dtype: str = "bfloat16",
                  enable_lora: bool = False, max_lora_rank: int = 16, max_model_len: int = 4096,
                  enforce_eager: bool = True, seed: int = 0, name: str | None = None,
                  **llm_kwargs: object) -> None:
-        path = smollm2_path() if model == SMOLLM2 else Path(model)
-        if not (path / "config.json").is_file():
-            raise EngineError(f"expected a model directory with config.json, got {path}")
+        path = model_source(str(model))  # smollm2, a directory or a Hugging Face id
         # In-process engine core and worker: collective_rpc then calls our function directly.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         llm_kwargs.setdefault("distributed_executor_backend", "uni")
-        self.llm = LLM(str(path), dtype=dtype, enable_lora=enable_lora,
+        self.llm = LLM(path, dtype=dtype, enable_lora=enable_lora,
                        max_lora_rank=max_lora_rank, max_model_len=max_model_len,
                        enforce_eager=enforce_eager, seed=seed,
                        logprobs_mode="processed_logprobs", **llm_kwargs)

@@ -158,3 +158,21 @@ def test_empty_completions_and_bad_chunk_size():
     assert logp.shape == ent.shape == (1, 0)
     with pytest.raises(ConfigError, match="chunk_tokens"):
         completion_logprobs(model, _packed(), chunk_tokens=0)
+
+
+def test_accelerate_mixed_precision_is_chunked_under_its_autocast(monkeypatch):
+    """Accelerate's bf16 autocast wraps the inner forward, outside which the chunks run: they
+    run under the same autocast and equal the full-vocabulary path, which is never taken."""
+    from accelerate import Accelerator
+
+    model = tiny_llama(vocab_size=64).float()
+    prepared, _ = Accelerator(cpu=True, mixed_precision="bf16").prepare(
+        model, torch.optim.AdamW(model.parameters()))
+    packed = pack_segments([Segment(0, 0, 1, [1, 2, 3], [4, 5, 6, 7], [1] * 4, [0.0] * 4,
+                                    "end")], 0)
+    expected, _ = logprobs.full_vocab_logprobs(prepared, packed, False, 0.7)
+    monkeypatch.setattr(logprobs, "full_vocab_logprobs", None)  # calling it would fail
+    chunked, _ = completion_logprobs(prepared, packed, temperature=0.7)
+    assert torch.allclose(chunked, expected, atol=1e-6)
+    chunked.sum().backward()
+    assert model.lm_head.weight.grad is not None

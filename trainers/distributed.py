@@ -1,4 +1,4 @@
-"""Data-parallel (DDP) and sharded (FSDP2, DeepSpeed ZeRO-3) training through Accelerate.
+"""Data-parallel (DDP) and sharded (FSDP2) training through Accelerate.
 
 Every process of the group sees the whole :class:`~memgym.batch.RolloutBatch`, so all of them
 compute the same whole-batch loss coefficients (:func:`~memgym.trainers.losses.
@@ -15,19 +15,18 @@ Sharded checkpoints: :mod:`memgym.trainers.sharded_checkpoint`; Ray workers:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DeepSpeedPlugin, FullyShardedDataParallelPlugin
+from accelerate import Accelerator, FullyShardedDataParallelPlugin
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gather_object
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from memgym.errors import ConfigError
 
-STRATEGIES = ("ddp", "fsdp2", "deepspeed")
+STRATEGIES = ("ddp", "fsdp2")
 
 
 class Distributed:
@@ -38,17 +37,19 @@ class Distributed:
     trainer with ``GRPOTrainer(..., distributed=dist)``; the trainer calls :meth:`prepare`.
 
     Args:
-        strategy: ``ddp``, ``fsdp2`` (``fully_shard``, parameters, gradients and optimizer state
-            sharded; transformer blocks wrapped by the model's ``_no_split_modules``) or
-            ``deepspeed`` (ZeRO stage 3; needs the ``deepspeed`` package).
+        strategy: ``ddp`` or ``fsdp2`` (``fully_shard``, parameters, gradients and optimizer
+            state sharded; transformer blocks wrapped by the model's ``_no_split_modules``).
+            DeepSpeed ZeRO-3 is not offered: Accelerate's plugin needs a dataloader to size its
+            micro-batches and steps its optimizer inside ``backward``, which this trainer's
+            whole-batch updates do not fit.
         backend: torch.distributed backend; None: NCCL on GPUs, gloo on CPU.
-        use_gpu: Train on this process's GPU (False: on the CPU).
+        use_gpu: Train on this process's GPU (False: on the CPU; None: when CUDA is there).
         mixed_precision: Accelerate's ``no`` | ``bf16`` | ``fp16``: float32 master weights and
             optimizer state, the forward and backward in the lower precision (FSDP2: its
             ``MixedPrecisionPolicy``). Load the model in float32 with it.
 
     Raises:
-        ConfigError: Unknown strategy or backend, or ``deepspeed`` without the package.
+        ConfigError: Unknown strategy or backend.
     """
 
     def __init__(self, strategy: str = "ddp", backend: str | None = None,
@@ -65,11 +66,6 @@ class Distributed:
             plugins["fsdp_plugin"] = FullyShardedDataParallelPlugin(
                 fsdp_version=2, reshard_after_forward=True,
                 auto_wrap_policy="transformer_based_wrap", state_dict_type="SHARDED_STATE_DICT")
-        elif strategy == "deepspeed":
-            if importlib.util.find_spec("deepspeed") is None:
-                raise ConfigError("distributed.strategy 'deepspeed' needs the deepspeed package "
-                                  "(pip install deepspeed); use 'fsdp2' without it")
-            plugins["deepspeed_plugin"] = DeepSpeedPlugin(zero_stage=3)
         self.strategy = strategy
         self.accelerator = Accelerator(cpu=not use_gpu, mixed_precision=mixed_precision,
                                        **plugins,
@@ -104,7 +100,7 @@ class Distributed:
 
     def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
                 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-        """Wrap (DDP) or shard (FSDP2, ZeRO-3) a model and its optimizer, on :attr:`device`.
+        """Wrap (DDP) or shard (FSDP2) a model and its optimizer, on :attr:`device`.
 
         Call it once per model (a PPO critic is a second call). Take the trainable parameters
         from the returned model: FSDP2 replaces them with sharded ones. Accelerate runs FSDP

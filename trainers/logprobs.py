@@ -10,6 +10,7 @@ temperature 1 while sampling at ``T ≠ 1`` in huggingface/trl#3029).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -101,7 +102,7 @@ def completion_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
     head = inner.get_output_embeddings()
     config = getattr(inner, "config", None)
     if (head is None or any(getattr(config, name, None) is not None for name in LOGIT_TRANSFORMS)
-            or hasattr(getattr(head, "weight", None), "ds_status")):  # DeepSpeed ZeRO-3
+            or hasattr(getattr(head, "weight", None), "ds_status")):  # a DeepSpeed model
         return full_vocab_logprobs(model, packed, entropy, temperature)
     found: dict[str, tuple[torch.Tensor, torch.Tensor | None] | None] = {}
 
@@ -143,28 +144,56 @@ def _hidden_logprobs(head: torch.nn.Module, output, packed: dict[str, torch.Tens
     """
     c, ids = packed["completion_len"], packed["input_ids"]
     hidden = output.hidden_states[-1]
-    with torch.no_grad():
-        last = head(hidden[:, -1:])
-        if last.shape != output.logits.shape or not torch.allclose(
-                last.float(), output.logits.float(), rtol=1e-3, atol=1e-4):
-            return None
+    cast = _head_precision(head, hidden[:, -1:], output.logits)
+    if cast is False:
+        return None
     b, width = ids.shape[0], ids.shape[1]
     real = packed["attention_mask"][:, width - c:].reshape(-1).nonzero().squeeze(1)  # (N,)
     states = hidden[:, -(c + 1):-1].reshape(b * c, hidden.shape[-1]).index_select(0, real)
     targets = ids[:, width - c:].reshape(-1).index_select(0, real)  # (N,)
     size = chunk_tokens or max(1, CHUNK_ELEMENTS // output.logits.shape[-1])
     grad = torch.is_grad_enabled() and states.requires_grad
-    parts = [torch.utils.checkpoint.checkpoint(_chunk_logprobs, head, states[i:i + size],
-                                               targets[i:i + size], temperature, entropy,
-                                               use_reentrant=False) if grad else
-             _chunk_logprobs(head, states[i:i + size], targets[i:i + size], temperature, entropy)
-             for i in range(0, max(len(real), 1), size)]  # an empty chunk keeps the graph
+    with _autocast(hidden.device.type, cast):  # checkpoint recomputes under the same state
+        parts = [torch.utils.checkpoint.checkpoint(_chunk_logprobs, head, states[i:i + size],
+                                                   targets[i:i + size], temperature, entropy,
+                                                   use_reentrant=False) if grad else
+                 _chunk_logprobs(head, states[i:i + size], targets[i:i + size], temperature,
+                                 entropy)
+                 for i in range(0, max(len(real), 1), size)]  # an empty chunk keeps the graph
     logp = torch.cat([p[0] for p in parts])
     logp = logp.new_zeros(b * c).index_copy(0, real, logp).view(b, c)
     if not entropy:
         return logp, None
     ent = torch.cat([p[1] for p in parts])
     return logp, ent.new_zeros(b * c).index_copy(0, real, ent).view(b, c)
+
+
+def _autocast(device_type: str, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype``, or no change for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype)
+
+
+def _head_precision(head: torch.nn.Module, hidden: torch.Tensor, logits: torch.Tensor
+                    ) -> torch.dtype | bool | None:
+    """The autocast dtype under which ``head(hidden)`` reproduces the model's ``logits``: None
+    (as it is), ``bfloat16`` / ``float16`` (Accelerate's mixed precision wraps the model's
+    inner forward in autocast, which a forward hook runs outside of), or False when no
+    precision does (a head that is not the model's logits: use the full-vocabulary path).
+
+    Args:
+        hidden: ``(B, 1, H)`` the last position's hidden states.
+        logits: ``(B, 1, V)`` the model's logits there.
+    """
+    with torch.no_grad():
+        for dtype in (None, torch.bfloat16, torch.float16):
+            with _autocast(hidden.device.type, dtype):
+                last = head(hidden)
+            if last.shape == logits.shape and torch.allclose(
+                    last.float(), logits.float(), rtol=1e-3, atol=1e-4):
+                return dtype
+    return False
 
 
 def _chunk_logprobs(head: torch.nn.Module, states: torch.Tensor, targets: torch.Tensor,

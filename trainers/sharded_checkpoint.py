@@ -130,7 +130,8 @@ _METADATA_GLOBALS = {
         "BytesStorageMetadata", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")
 } | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
      ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
-     ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
+     ("pathlib", "WindowsPath"), ("pathlib._local", "PosixPath"),  # Python >= 3.13
+     ("pathlib._local", "WindowsPath"), ("collections", "OrderedDict")}
 
 
 class _MetadataUnpickler(pickle.Unpickler):

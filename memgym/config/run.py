@@ -69,12 +69,13 @@ class DistributedConfig(Section):
     Attributes:
         strategy: ``none`` (one process), ``ddp`` (PyTorch DistributedDataParallel), ``fsdp2``
             (PyTorch FSDP2, ``fully_shard``: parameters, gradients and optimizer state
-            sharded) or ``deepspeed`` (ZeRO stage 3; needs the ``deepspeed`` package).
+            sharded).
         launcher: ``torchrun`` (processes started by ``accelerate launch`` / ``torchrun``) or
             ``ray`` (``memgym train`` starts ``num_workers`` Ray Train workers that form one
             torch.distributed group).
         num_workers: Processes a ``ray`` launcher starts.
-        use_gpu: Give each Ray worker one GPU.
+        use_gpu: Train each process on its GPU (and give each Ray worker one); None: when
+            CUDA is available.
         backend: torch.distributed backend; None: NCCL on GPUs, gloo on CPU.
         mixed_precision: ``no`` | ``bf16`` | ``fp16`` (Accelerate's): with ``model.dtype``
             float32 the master weights and AdamW state stay float32 while forward and backward
@@ -82,10 +83,10 @@ class DistributedConfig(Section):
             lr 1e-6 to rounding). A LoRA model may load in bf16: peft keeps adapters float32.
     """
 
-    strategy: Literal["none", "ddp", "fsdp2", "deepspeed"] = "none"
+    strategy: Literal["none", "ddp", "fsdp2"] = "none"
     launcher: Literal["torchrun", "ray"] = "torchrun"
     num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
+    use_gpu: bool | None = None
     backend: Literal["nccl", "gloo"] | None = None
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
 
@@ -187,10 +188,12 @@ class TrainConfig(Section):
                              f"{self.rollout.max_staleness}) are off-policy: correct for it with "
                              f"{self.algorithm}.behaviour_logprobs 'sampler' or "
                              f"{self.algorithm}.tis_cap")
-        if (self.distributed.strategy in ("fsdp2", "deepspeed") and self.lora is not None
-                and self.rollout.engine == "vllm"):
-            raise ValueError("a sharded LoRA model cannot be synced to vLLM yet: use "
-                             "distributed.strategy 'ddp' for LoRA runs")
+        if self.distributed.strategy == "fsdp2" and self.lora is not None:
+            raise ValueError("a sharded LoRA model's weights carry peft names that no engine "
+                             "loads yet: use distributed.strategy 'ddp' for LoRA runs")
+        if self.distributed.strategy != "none" and self.rollout.ray_address is not None:
+            raise ValueError("distributed training rolls out on each rank's own engine: "
+                             "remove rollout.ray_address (or distributed.strategy)")
         if self.rollout.engine == "openai":
             raise ValueError("rollout.engine 'openai' serves weights memgym cannot update: "
                              "train with 'hf' or 'vllm' (openai is for rollout and eval)")
