@@ -77,3 +77,14 @@ def test_python_m_memgym_is_the_memgym_command():
                            "grpo.learnin_rate=1"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2, done.stderr
     assert "did you mean grpo.learning_rate?" in done.stdout
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["distributed.strategy=fsdp2", "lora.r=8"], "use distributed.strategy 'ddp'"),
+    (["distributed.strategy=ddp", "rollout.ray_address=local"], "remove rollout.ray_address"),
+    (["distributed.strategy=deepspeed"], "distributed.strategy"),
+    (["rollout.max_staleness=1"], "off-policy"),
+])
+def test_combinations_that_cannot_run_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(QUICKSTART, overrides)
