@@ -1,6 +1,11 @@
 """Chunked completion logprobs (LM head + log-softmax over chunks of tokens, checkpointed) equal
 the full-vocabulary computation in value, entropy and gradient; on tiny random models."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import (
@@ -160,19 +165,33 @@ def test_empty_completions_and_bad_chunk_size():
         completion_logprobs(model, _packed(), chunk_tokens=0)
 
 
-def test_accelerate_mixed_precision_is_chunked_under_its_autocast(monkeypatch):
-    """Accelerate's bf16 autocast wraps the inner forward, outside which the chunks run: they
-    run under the same autocast and equal the full-vocabulary path, which is never taken."""
-    from accelerate import Accelerator
+MIXED_PRECISION_CHECK = """
+import torch
+from accelerate import Accelerator
+from memgym.trainers import logprobs
+from memgym.trainers.logprobs import completion_logprobs, pack_segments
+from memgym.trajectory import Segment
+from tests.tiny_models import tiny_llama
 
-    model = tiny_llama(vocab_size=64).float()
-    prepared, _ = Accelerator(cpu=True, mixed_precision="bf16").prepare(
-        model, torch.optim.AdamW(model.parameters()))
-    packed = pack_segments([Segment(0, 0, 1, [1, 2, 3], [4, 5, 6, 7], [1] * 4, [0.0] * 4,
-                                    "end")], 0)
-    expected, _ = logprobs.full_vocab_logprobs(prepared, packed, False, 0.7)
-    monkeypatch.setattr(logprobs, "full_vocab_logprobs", None)  # calling it would fail
-    chunked, _ = completion_logprobs(prepared, packed, temperature=0.7)
-    assert torch.allclose(chunked, expected, atol=1e-6)
-    chunked.sum().backward()
-    assert model.lm_head.weight.grad is not None
+model = tiny_llama(vocab_size=64).float()
+prepared, _ = Accelerator(cpu=True, mixed_precision="bf16").prepare(
+    model, torch.optim.AdamW(model.parameters()))
+packed = pack_segments([Segment(0, 0, 1, [1, 2, 3], [4, 5, 6, 7], [1] * 4, [0.0] * 4, "end")], 0)
+expected, _ = logprobs.full_vocab_logprobs(prepared, packed, False, 0.7)
+logprobs.full_vocab_logprobs = None  # calling it would fail
+chunked, _ = completion_logprobs(prepared, packed, temperature=0.7)
+assert torch.allclose(chunked, expected, atol=1e-6), (chunked, expected)
+chunked.sum().backward()
+assert model.lm_head.weight.grad is not None
+"""
+
+
+def test_accelerate_mixed_precision_is_chunked_under_its_autocast():
+    """Accelerate's bf16 autocast wraps the inner forward, outside which the chunks run: they
+    run under the same autocast and equal the full-vocabulary path, which is never taken.
+    (A fresh process: Accelerate's state is a per-process singleton.)"""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", MIXED_PRECISION_CHECK], cwd=root,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-3000:]
