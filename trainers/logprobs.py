@@ -211,8 +211,23 @@ def _chunk_logprobs(head: torch.nn.Module, states: torch.Tensor, targets: torch.
     Returns:
         ``(n,)`` logprobs (float32, float64 for a float64 head) and ``(n,)`` entropies or None.
     """
-    logits = head(states)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32
+    return logits_logprobs(head(states), targets, temperature, entropy)
+
+
+def logits_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float,
+                    entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logprobs of ``targets`` under ``softmax(logits / T)`` (fp32 or wider), and entropies.
+
+    Args:
+        logits: ``(..., V)`` logits (bf16 / fp16 are computed in float32, fp64 kept).
+        targets: ``(...)`` int64 token ids.
+        temperature: T > 0.
+        entropy: Also return the entropies (no gradient).
+
+    Returns:
+        ``(...)`` logprobs and ``(...)`` entropies or None.
+    """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if temperature != 1.0:
         logits = logits / temperature
     all_logp = torch.log_softmax(logits, -1)
@@ -244,15 +259,7 @@ def full_vocab_logprobs(model: PreTrainedModel, packed: dict[str, torch.Tensor],
                    position_ids=packed["position_ids"], logits_to_keep=c + 1,
                    use_cache=False).logits[:, :-1]
     targets = packed["input_ids"][:, packed["input_ids"].shape[1] - c:]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32, fp64 kept
-    if temperature != 1.0:
-        logits = logits / temperature
-    all_logp = torch.log_softmax(logits, -1)
-    logp = all_logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    if not entropy:
-        return logp, None
-    with torch.no_grad():
-        return logp, -(all_logp.exp() * all_logp).sum(-1)
+    return logits_logprobs(logits, targets, temperature, entropy)
 
 
 def sampler_logprobs(segments: list[Segment], width: int) -> torch.Tensor:

@@ -6,7 +6,7 @@
 :func:`load_sharded_checkpoint` reads it back. What DCP reads, and how it is kept from running
 code: tensors are read with
 ``torch.load(weights_only=True)``; non-tensor entries would be read with
-``torch.load(weights_only=False)``, so only tensors are saved through DCP (the optimizer's
+a full (unrestricted) ``torch.load``, so only tensors are saved through DCP (the optimizer's
 ``param_groups`` go to ``optimizer.pt``, read with ``weights_only=True``) and a checkpoint whose
 metadata claims a non-tensor entry is refused (:class:`_TensorsOnlyPlanner`). DCP's
 ``.metadata`` **is a pickle**: before DCP reads it, the whole checkpoint is checked against the
