@@ -23,6 +23,7 @@ from accelerate import Accelerator, FullyShardedDataParallelPlugin
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gather_object
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 
 from memgym.errors import ConfigError
 
@@ -195,8 +196,14 @@ class Distributed:
 
     def clip_grad_norm_(self, parameters: list[torch.Tensor], max_norm: float) -> float:
         """Clip the (averaged, possibly sharded) gradients; returns the total norm before
-        clipping, the same on every rank."""
-        norm = self.accelerator.clip_grad_norm_(parameters, max_norm)
+        clipping, the same on every rank. Sharded (DTensor) gradients go straight to torch's
+        ``clip_grad_norm_``, which reduces their norm over the ranks: Accelerate's FSDP2 path
+        compares ``parameters`` with its first prepared model's and fails for any other model
+        (PPO's critic, a second trainer in one process)."""
+        if any(isinstance(p, DTensor) for p in parameters):
+            norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        else:
+            norm = self.accelerator.clip_grad_norm_(parameters, max_norm)
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
     def barrier(self) -> None:

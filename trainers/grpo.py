@@ -185,6 +185,7 @@ class GRPOTrainer:
             self.params = [p for p in self.model.parameters() if p.requires_grad]
             if ref_model is not None:
                 self.ref_model = ref_model.to(distributed.device)
+        self.device = distributed.device if distributed is not None else self.params[0].device
         self.global_step = 0
 
     def state_dict(self) -> dict:
@@ -203,10 +204,8 @@ class GRPOTrainer:
             idx = rows[start:start + mb]
             masks = None if batch.memory_masks is None else [batch.memory_masks[i] for i in idx]
             packed = pack_segments([batch.segments[i] for i in idx], self.pad_token_id, masks)
-            if self.distributed is not None:
-                packed = {k: v.to(self.distributed.device) if torch.is_tensor(v) else v
-                          for k, v in packed.items()}
-            yield idx, packed
+            yield idx, {k: v.to(self.device) if torch.is_tensor(v) else v
+                        for k, v in packed.items()}
 
     def _token_advantages(self, batch: SegmentBatch, idx: list[int],
                           packed: dict) -> torch.Tensor:

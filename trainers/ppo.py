@@ -217,15 +217,13 @@ class PPOTrainer:
             self.value_params = [p for p in self.value_model.parameters() if p.requires_grad]
             if ref_model is not None:
                 self.ref_model = ref_model.to(distributed.device)
+        self.device = distributed.device if distributed is not None else self.params[0].device
         self.global_step = 0
 
     def _pack(self, segments: list[Segment]) -> dict:
-        """:func:`pack_segments` on the group's device."""
+        """:func:`pack_segments` on the policy's device."""
         packed = pack_segments(segments, self.pad_token_id)
-        if self.distributed is None:
-            return packed
-        return {k: v.to(self.distributed.device) if torch.is_tensor(v) else v
-                for k, v in packed.items()}
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in packed.items()}
 
     @torch.no_grad()
     def _rollout_stats(self, batch: PPOBatch) -> dict[str, torch.Tensor]:

@@ -106,8 +106,9 @@ def plain_run(config, device, dtype, checkpointing, ids, completion, advantages,
 
 
 def memgym_run(config, device, dtype, checkpointing, ids, completion, advantages, steps,
-               distributed):
-    """Median step time and peak memory of memgym's GRPO step on the same tokens."""
+               distributed, profile=False):
+    """Median step time and peak memory of memgym's GRPO step on the same tokens; with
+    ``profile``, then one more step under ``torch.profiler``, its top operators printed."""
     from memgym.config.trainer import GRPOConfig
     from memgym.trainers.grpo import GRPOTrainer, SegmentBatch
     from memgym.trajectory import Segment
@@ -120,7 +121,16 @@ def memgym_run(config, device, dtype, checkpointing, ids, completion, advantages
     batch = SegmentBatch(segments, advantages.float().cpu())
     grpo = GRPOConfig(micro_batch=len(rows), learning_rate=1e-6, max_grad_norm=1e9)
     trainer = GRPOTrainer(model, 0, grpo, distributed=distributed)
-    return time_steps(lambda: trainer.step(batch), steps, device)
+    figures = time_steps(lambda: trainer.step(batch), steps, device)
+    if profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            trainer.step(batch)
+        key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
+    return figures
 
 
 def main() -> None:
@@ -132,6 +142,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=1024)
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one memgym step (checkpointing off) and print its top ops")
     parser.add_argument("--fsdp2", action="store_true",
                         help="memgym's step through Distributed('fsdp2') (under torchrun)")
     args = parser.parse_args()
@@ -175,7 +187,8 @@ def main() -> None:
                                           advantages, args.steps)
             else:
                 seconds, peak = memgym_run(config, device, dtype, checkpointing, ids,
-                                           completion, advantages, args.steps, distributed)
+                                           completion, advantages, args.steps, distributed,
+                                           args.profile and not checkpointing and main_rank)
             figures[name] = (tokens / seconds, peak)
             if main_rank:
                 mfu = 6 * params * tokens / seconds / H200_BF16_FLOPS

@@ -24,6 +24,8 @@ if [ "${GPU_CHECK_NO_WHEELS:-0}" != 1 ] && compgen -G ".whl/*.whl" >/dev/null; t
     --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
+# JAX (on the image, imported by bm25s) would otherwise take 75% of the GPU at first use.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false \
+  JAX_PLATFORMS=cpu XLA_PYTHON_CLIENT_PREALLOCATE=false
 exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 1 \
   experiments/device/gpu_check.py --fsdp2 "$@"
