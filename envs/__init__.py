@@ -6,7 +6,7 @@ iterate over: a new env added here gets the whole suite for free.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module
 
 from gymnasium.envs.registration import register
@@ -75,6 +75,17 @@ ENVS: dict[str, EnvEntry] = {
         "ops known: ADD a key once, UPDATE it after)",
         "memgym.envs.synthetic.baselines:BASELINES", {"source": "synthetic-kv"}),
 }
+
+# -v1: strict format rules for reward and instructions without a placeholder to copy
+# (``strict=True``), and answerers that score the stored answer span (``answerer="span"``);
+# -v0 stays as it was, so its saved trajectories replay.
+V1_KWARGS: dict[str, dict] = {
+    "memgym/LoCoMoMemoryManager-v0": {"strict": True, "answerer": "span"},
+    "memgym/SyntheticMemoryManager-v0": {"strict": True, "answerer": "span"},
+}
+for _env_id, _extra in V1_KWARGS.items():
+    _entry = ENVS[_env_id]
+    ENVS[_env_id.replace("-v0", "-v1")] = replace(_entry, kwargs={**_entry.kwargs, **_extra})
 
 register_source("locomo", LoCoMoSource)
 register_source("hotpotqa-haystack", HotpotHaystackSource)

@@ -16,9 +16,10 @@ from memgym.engine import Engine, SamplingParams
 from memgym.errors import ConfigError
 from memgym.memory import MemoryBank, MemoryEntry
 from memgym.retrieval import BM25Index
-from memgym.scoring import exact_match, token_f1
+from memgym.scoring import exact_match, span_exact_match, span_f1, token_f1
 
 _METRICS = {"f1": token_f1, "em": exact_match}
+_SPAN_METRICS = {"f1": span_f1, "em": span_exact_match}
 
 
 @dataclass(frozen=True)
@@ -72,29 +73,39 @@ def _retrieval(entries: Sequence[MemoryEntry], hits: Sequence[tuple[int, float]]
                                 if s > 0)}, f1
 
 
-def _metric(name: str):
+def _metric(name: str, span: bool = False):
     if name not in _METRICS:
         raise ConfigError(f"metric must be one of {sorted(_METRICS)}, got {name!r}")
-    return _METRICS[name]
+    return (_SPAN_METRICS if span else _METRICS)[name]
 
 
 class RecallAnswerer:
     """Deterministic stand-in for an answer agent: retrieves the top-``k`` memories for the
-    question (BM25) and scores the best of them as the answer (max token-F1 against the gold).
+    question (BM25) and scores the best of them as the answer.
 
-    Rewards banks that keep the fact *and* keep it concise (precision counts), with no LLM.
+    Two scores (``span``): False (``answerer="recall"``, the ``-v0`` envs) scores each whole
+    memory as the answer (token F1 / EM against the gold), which rewards concise memories but
+    scores a stored answer below 1 inside a longer memory; True (``answerer="span"``, the
+    ``-v1`` envs) scores the best answer span of each memory
+    (:func:`~memgym.scoring.span_f1` / :func:`~memgym.scoring.span_exact_match`), an
+    extractive reader's accuracy: 1 wherever a retrieved memory holds the answer.
 
     Args:
         top_k: Memories retrieved per question.
         metric: ``"f1"`` (token F1) or ``"em"``.
+        span: Score the best answer span of each memory instead of the whole memory.
+
+    Raises:
+        ConfigError: ``metric`` is neither.
     """
 
     name = "recall"
 
-    def __init__(self, top_k: int = 5, metric: str = "f1") -> None:
+    def __init__(self, top_k: int = 5, metric: str = "f1", span: bool = False) -> None:
         self.top_k = top_k
         self.metric_name = metric
-        self.metric = _metric(metric)
+        self.span = span
+        self.metric = _metric(metric, span)
 
     def answer(self, questions: Sequence[Question], bank: MemoryBank) -> list[Answered]:
         """See :class:`Answerer`."""
@@ -115,17 +126,18 @@ class RecallAnswerer:
 
 
 def make_answerer(answerer: str | Answerer, top_k: int = 5) -> Answerer:
-    """An env's ``answerer`` argument → the answerer: ``"recall"`` builds a
-    :class:`RecallAnswerer` over the top-``top_k`` memories; an :class:`Answerer` passes through.
+    """An env's ``answerer`` argument → the answerer: ``"recall"`` / ``"span"`` build a
+    :class:`RecallAnswerer` over the top-``top_k`` memories that scores whole memories / their
+    best answer span; an :class:`Answerer` passes through.
 
     Raises:
         ConfigError: ``answerer`` is another string.
     """
     if not isinstance(answerer, str):
         return answerer
-    if answerer != "recall":
-        raise ConfigError(f"answerer must be 'recall' or an Answerer, got {answerer!r}")
-    return RecallAnswerer(top_k=top_k)
+    if answerer not in ("recall", "span"):
+        raise ConfigError(f"answerer must be 'recall', 'span' or an Answerer, got {answerer!r}")
+    return RecallAnswerer(top_k=top_k, span=answerer == "span")
 
 
 ANSWER_PROMPT = """You answer questions about a conversation using memories.

@@ -18,6 +18,10 @@ Every env subclasses :class:`MemgymEnv` and
   other token for token until the env edits the context and declares it (``segment_end``);
 * may put gold data for oracle baselines under ``info["privileged"]`` (never in the
   observation: a learned policy never sees it);
+* parses actions with :meth:`MemgymEnv.parse`, which applies the strict format rules of the
+  ``-v1`` ids (``strict=True``); a :class:`~memgym.codecs.base.CutAction` (a completion cut
+  at ``max_new_tokens``) is recorded as ``info["cut"]`` by :meth:`MemgymEnv.step`, so replay
+  passes the same action;
 * calls ``super().reset(seed=seed)`` first in ``reset`` and implements :meth:`MemgymEnv._step`;
   the base's ``step`` refuses what is a caller's bug, not a bad action text: a non-``str``
   action (:class:`~memgym.errors.ActionTypeError`), a step before the first ``reset()`` or after
@@ -38,7 +42,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 from gymnasium import spaces
 
-from memgym.codecs import ParseResult
+from memgym.codecs import Codec, CutAction, ParseResult, strict_result
 from memgym.errors import ActionTypeError, ResetNeeded
 from memgym.ops import OpResult, op_to_dict
 
@@ -118,6 +122,7 @@ class MemgymEnv(gym.Env[str, str]):
     state_attrs: ClassVar[tuple[str, ...]] = ()
     context_mode: ClassVar[str] = "rebuild"
     max_steps: int
+    strict: bool = False  # strict format rules for reward (``-v1`` ids); see :meth:`parse`
     _steps_taken: int | None = None  # steps of the current episode; None before the first reset
     _ended = False  # the last step terminated or truncated the episode
 
@@ -156,9 +161,21 @@ class MemgymEnv(gym.Env[str, str]):
             raise ResetNeeded(f"the episode ended at step {self._steps_taken}; call reset() to "
                               "start a new one")
         result = self._step(action)
+        if isinstance(action, CutAction):  # recorded, so replay passes the same action
+            result[4]["cut"] = True
         self._steps_taken += 1
         self._ended = bool(result[2] or result[3])
         return result
+
+    def parse(self, codec: Codec, action: str, instructions: str) -> ParseResult:
+        """``codec.decode(action)``; in strict mode (``self.strict``) under
+        :func:`~memgym.codecs.base.strict_result`: a :class:`~memgym.codecs.base.CutAction`,
+        text after the action and op text copied from ``instructions`` are format errors."""
+        parsed = codec.decode(action)
+        if not self.strict:
+            return parsed
+        return strict_result(parsed, action, cut=isinstance(action, CutAction),
+                             instructions=instructions)
 
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply one action of a running episode (the env's own ``step``; :meth:`step` checked

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from memgym.codecs.base import CutAction
+
 ChatMessages = list[dict[str, str]]
 
 
@@ -43,6 +45,8 @@ class Completion:
         offsets: Character offset in ``text`` where each completion token ends (int, same
             length as ``completion_ids``), so env-side character spans of the action map to
             the engine's tokens (memory-token credit); empty when not known.
+        finish_reason: ``"stop"`` (end of turn) or ``"length"`` (cut at ``max_new_tokens``),
+            as OpenAI's and vLLM's outputs name it.
     """
 
     text: str
@@ -50,6 +54,14 @@ class Completion:
     completion_ids: tuple[int, ...] = field(default=())
     logprobs: tuple[float, ...] = field(default=())
     offsets: tuple[int, ...] = field(default=())
+    finish_reason: str = "stop"
+
+    @property
+    def action(self) -> str:
+        """The text to pass to ``env.step``: ``text``, as a
+        :class:`~memgym.codecs.base.CutAction` when the completion was cut at
+        ``max_new_tokens`` (strict envs score that as a format error)."""
+        return CutAction(self.text) if self.finish_reason == "length" else self.text
 
 
 class Engine(Protocol):

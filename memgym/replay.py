@@ -30,6 +30,7 @@ from memgym.trajectory import (
     UNRECORDED_INFO_KEYS,
     StoredTrajectory,
     Trajectory,
+    env_action,
     step_record,
     stored_trajectories,
     to_json,
@@ -187,7 +188,7 @@ def replay_records(env: gym.Env, traj_id: str, seed: int, steps: list[dict],
     if first is not None and first != obs:
         return _divergence(traj_id, -1, "observation", first, obs), 0
     for k, rec in enumerate(steps):
-        result = env.step(rec["action"])
+        result = env.step(env_action(rec["action"], rec.get("info")))
         next_obs = steps[k + 1]["observation"] if k + 1 < len(steps) else final_observation
         if found := _mismatch(rec, next_obs, result):
             return _divergence(traj_id, k, *found), k + 1
@@ -295,7 +296,7 @@ def replay_prefix(env: gym.Env, traj: Trajectory, k: int) -> tuple[str, dict]:
         raise ReplayError(_divergence(traj.id, -1, "observation", traj.steps[0].observation,
                                       obs).describe())
     for j in range(k):
-        result = env.step(traj.steps[j].action)
+        result = env.step(env_action(traj.steps[j].action, traj.steps[j].info))
         if found := _mismatch(step_record(traj.steps[j]), traj.steps[j + 1].observation, result):
             raise ReplayError(_divergence(traj.id, j, *found).describe())
         if result[2] or result[3]:

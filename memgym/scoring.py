@@ -56,3 +56,40 @@ def bleu1(prediction: str, gold: str) -> float:
     clipped = sum((Counter(pred) & Counter(ref)).values())
     brevity = 1.0 if len(pred) > len(ref) else math.exp(1 - len(ref) / len(pred))
     return brevity * clipped / len(pred)
+
+
+@lru_cache(maxsize=1 << 16)
+def span_f1(text: str, gold: str) -> float:
+    """Token F1 of the best contiguous token span of ``text`` against ``gold``, in [0, 1]
+    (cached): how well an extractive reader that picks the right span of ``text`` would answer,
+    as SQuAD scores a span. 1.0 when the normalized gold answer occurs in ``text``.
+
+    Only spans that start and end on a gold token can be best (trimming any other end token
+    raises precision and keeps recall), so those are the ones scored: O(len(text)²) tokens.
+    """
+    tokens, ref = normalize_answer(text).split(), normalize_answer(gold).split()
+    if not tokens or not ref:
+        return float(tokens == ref)
+    need, best = Counter(ref), 0.0
+    for i, first in enumerate(tokens):
+        if first not in need:
+            continue
+        have, common = Counter(), 0
+        for j in range(i, len(tokens)):
+            token = tokens[j]
+            if token not in need:
+                continue
+            have[token] += 1
+            if have[token] <= need[token]:
+                common += 1
+            precision, recall = common / (j - i + 1), common / len(ref)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def span_exact_match(text: str, gold: str) -> float:
+    """1.0 if the normalized gold answer is a contiguous token span of ``text``, else 0.0."""
+    tokens, ref = normalize_answer(text).split(), normalize_answer(gold).split()
+    if not ref:
+        return float(not tokens)
+    return float(f" {' '.join(ref)} " in f" {' '.join(tokens)} ")

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from memgym.replay import make_env
-from memgym.trajectory import Step, Trajectory
+from memgym.trajectory import Step, Trajectory, env_action
 
 TAIL_CHARS = 600
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -125,7 +125,7 @@ def build_timeline(traj: Trajectory, tail: int = TAIL_CHARS) -> Timeline:
     bank = bank_view(env.unwrapped.bank) if has_bank else {}
     steps, note, previous = [], "", ""
     for k, step in enumerate(traj.steps):
-        obs, *_ = env.step(step.action)
+        obs, *_ = env.step(env_action(step.action, step.info))
         recorded = (traj.steps[k + 1].observation if k + 1 < len(traj.steps)
                     else traj.final_observation)
         if obs != recorded and not note:

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from memgym.codecs.base import CutAction
 from memgym.errors import SchemaError
 from memgym.surrogates import replace_surrogates
 
@@ -181,6 +182,15 @@ class Trajectory:
             for name, value in step.reward_terms.items():
                 totals[name] = totals.get(name, 0.0) + value
         return totals
+
+
+def env_action(action: str, info: dict | str | None) -> str:
+    """A recorded step's action as the env took it: a :class:`~memgym.codecs.base.CutAction`
+    when the step's ``info`` (a dict, or the JSON text files store) recorded ``"cut": true``,
+    else ``action``."""
+    if isinstance(info, str):
+        info = json.loads(info) if '"cut": true' in info else None
+    return CutAction(action) if info and info.get("cut") is True else action
 
 
 def step_record(step: Step) -> dict:

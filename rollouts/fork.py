@@ -112,7 +112,7 @@ def fork_episodes(parents: Sequence[Trajectory], step: int, policy: Policy, samp
                                  [slots[i]["info"] for i in active])
         for i, completion in zip(active, completions, strict=True):
             state = slots[i]
-            obs, reward, terminated, truncated, info = state["env"].step(completion.text)
+            obs, reward, terminated, truncated, info = state["env"].step(completion.action)
             traj: Trajectory = state["traj"]
             traj.steps.append(step_from_info(len(traj.steps), state["obs"], completion.text,
                                              reward, terminated, truncated, info, completion))

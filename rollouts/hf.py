@@ -313,5 +313,6 @@ class HFEngine:
             n = row.index(eos) + 1 if eos in row else len(row)
             result.append(Completion(
                 self.tokenizer.decode(row[:n], skip_special_tokens=True),
-                tuple(prompt), tuple(row[:n]), tuple(lp[:n])))
+                tuple(prompt), tuple(row[:n]), tuple(lp[:n]),
+                finish_reason="stop" if eos in row or n < params.max_new_tokens else "length"))
         return result

@@ -101,7 +101,8 @@ class OpenAIEngine:
         if len(logprobs) != len(completion_ids):
             raise EngineError(f"{len(completion_ids)} tokens but {len(logprobs)} logprobs")
         return Completion(self.tokenizer.decode(completion_ids, skip_special_tokens=True),
-                          tuple(ids), completion_ids, logprobs)
+                          tuple(ids), completion_ids, logprobs,
+                          finish_reason="length" if choice.finish_reason == "length" else "stop")
 
 
 def _token_id(token: str) -> int:

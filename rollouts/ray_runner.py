@@ -316,7 +316,7 @@ class _Rollout:
             return
         self.outbox[w] = ([], [])
         ref = self.runner.workers[w].run.remote(
-            [(slot.index, slot.completion.text) for slot in steps],
+            [(slot.index, slot.completion.action) for slot in steps],
             [(slot.index, seed) for slot, seed in resets], self.instances[w])
         self.inflight[ref] = ("env", w, (steps, [slot for slot, _ in resets]))
         self.busy_workers.add(w)

@@ -131,7 +131,7 @@ def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[
                                  [slots[i]["info"] for i in active])
         for i, completion in zip(active, completions, strict=True):
             state = slots[i]
-            obs, reward, terminated, truncated, info = envs[i].step(completion.text)
+            obs, reward, terminated, truncated, info = envs[i].step(completion.action)
             if record_step(state["traj"], state["obs"], completion, obs, reward, terminated,
                            truncated, info):
                 done[state["k"]] = state["traj"]

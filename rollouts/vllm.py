@@ -102,7 +102,9 @@ class VLLMEngine:
             logprobs = tuple(float(lp[t].logprob) for lp, t in zip(sample.logprobs, tokens,
                                                                    strict=True))
             result.append(Completion(self.tokenizer.decode(tokens, skip_special_tokens=True),
-                                     tuple(prompt), tokens, logprobs))
+                                     tuple(prompt), tokens, logprobs,
+                                     finish_reason="length" if sample.finish_reason == "length"
+                                     else "stop"))
         return self.renderer.finish(prompts, rendered, result)
 
     def completion_logprobs(self, prompt_ids: Sequence[int],

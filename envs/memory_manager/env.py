@@ -20,6 +20,15 @@ INSTRUCTIONS = (
     'Events: ADD a new fact; UPDATE {"id", "text"} to refine a memory; DELETE {"id"} a wrong '
     'memory; NONE if nothing is worth keeping.'
 )
+# strict (-v1): no placeholder to copy; the op text must come from the turn
+INSTRUCTIONS_V1 = (
+    "You manage a memory bank about a conversation. After each new turn, reply with one JSON "
+    'object and nothing else: {"memory": [item, item]}, a list of items. An item with "event": '
+    '"ADD" and "text" stores a fact stated in the new turn, written as a full sentence that names '
+    'who, what and when; "UPDATE" with the "id" of a related memory and a "text" rewrites it '
+    'with the new details; "DELETE" with an "id" removes a memory the turn shows is wrong; '
+    '"NONE" stores nothing. Keep every fact that someone could later ask about.'
+)
 
 
 class MemoryManagerEnv(MemgymEnv):
@@ -41,10 +50,14 @@ class MemoryManagerEnv(MemgymEnv):
     item's date, the new item (``speaker: text``) and the related memories as ``[id] text``.
 
     ## Rewards
-    ``format``: ``-format_penalty`` on a step whose action does not parse, else 0.
+    ``format``: ``-format_penalty`` on a step whose action does not parse (in strict mode also:
+    a completion cut at ``max_new_tokens``, text after the JSON value, op text copied from the
+    instructions; see :meth:`~memgym.envs.base.MemgymEnv.parse`), else 0.
     ``qa``: on the last step, the mean score in [0, 1] of the answer agent over the instance's
-    questions (``answerer="recall"``: max token-F1 of the top-k retrieved memories; an
-    :class:`LLMAnswerer` gives Memory-R1's frozen-answerer F1/EM). The step reward is their sum.
+    questions (``answerer="recall"``: max token-F1 of the top-k retrieved memories taken whole;
+    ``"span"``: of their best answer span, 1 wherever a retrieved memory holds the answer; an
+    :class:`LLMAnswerer` gives Memory-R1's frozen-answerer F1/EM). The step reward is their
+    sum.
 
     ## Starting State
     An empty memory bank; the first item of the instance.
@@ -67,10 +80,14 @@ class MemoryManagerEnv(MemgymEnv):
     ``include_adversarial``, ``data_path``), ``split`` (``train`` / ``val`` / ``test``),
     ``related_k``, ``answerer`` (``"recall"`` or an :class:`Answerer`), ``answer_top_k``,
     ``format_penalty``, ``max_action_chars``, ``max_entries``, ``max_memory_chars``,
+    ``strict`` (strict format rules and instructions without a placeholder to copy),
     ``**source_kwargs`` (forwarded to the source).
 
     ## Version History
-    * v0: initial version.
+    * v1: ``strict=True`` (text after the JSON, a cut completion and op text copied from the
+      instructions are format errors; the instructions show no placeholder) and
+      ``answerer="span"`` (the stored answer scores 1, not its token F1 against a whole memory).
+    * v0: initial version (lenient codec, whole-memory token F1).
     """
 
     state_attrs = ("instance", "bank", "t")
@@ -79,12 +96,13 @@ class MemoryManagerEnv(MemgymEnv):
                  related_k: int = 3, answerer: str | Answerer = "recall", answer_top_k: int = 5,
                  format_penalty: float = 0.1, max_action_chars: int = 2000,
                  max_entries: int | None = None, max_memory_chars: int = 500,
-                 max_steps: int = 64, **source_kwargs: Any) -> None:
+                 max_steps: int = 64, strict: bool = False, **source_kwargs: Any) -> None:
         self.answerer = make_answerer(answerer, answer_top_k)
         self.source = make_source(source, split, **source_kwargs)
         self.related_k, self.format_penalty = related_k, format_penalty
         self.max_entries, self.max_memory_chars = max_entries, max_memory_chars
-        self.max_steps = max_steps
+        self.max_steps, self.strict = max_steps, strict
+        self.instructions = INSTRUCTIONS_V1 if strict else INSTRUCTIONS
         self.codec = Mem0JsonCodec()
         self.observation_space = text_space(16384)
         self.action_space = text_space(max_action_chars)
@@ -97,7 +115,7 @@ class MemoryManagerEnv(MemgymEnv):
         hits = BM25Index([e.text for e in entries]).search(query, self.related_k)
         related = "\n".join(f"[{entries[i].id}] {entries[i].text}" for i, _ in hits)
         speaker = f"{item.speaker}: " if item.speaker else ""
-        return clean(f"{INSTRUCTIONS}\nDate: {item.date}\nNew turn: {speaker}{item.text}\n"
+        return clean(f"{self.instructions}\nDate: {item.date}\nNew turn: {speaker}{item.text}\n"
                      f"Related memories:\n{related or '(none)'}")
 
     def _item_info(self) -> dict[str, Any]:
@@ -131,7 +149,7 @@ class MemoryManagerEnv(MemgymEnv):
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply the ops in ``action`` for the current item and move to the next item."""
         item = self.instance.items[self.t]
-        parsed = self.codec.decode(action)
+        parsed = self.parse(self.codec, action, self.instructions)
         results = self.bank.apply_all(parsed.ops, step=self.t, provenance=item.id)
         terms = {"format": 0.0 if parsed.ok else -self.format_penalty, "qa": 0.0}
         self.t += 1

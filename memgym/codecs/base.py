@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
@@ -35,11 +36,15 @@ class ParseResult:
 
     ``spans`` are the ``[start, end)`` character offsets of the memory-op payloads in the text
     (memory-token credit, HiMPO); empty when the codec does not record them or on an error.
+    ``end`` is the offset just past the action proper (the JSON value, the last closing tag):
+    what follows it is text after the action, which :func:`strict_result` refuses; None when the
+    action runs to the end of the text.
     """
 
     ops: tuple[MemoryOp, ...]
     error: ParseError | None = None
     spans: tuple[tuple[int, int], ...] = ()
+    end: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -133,3 +138,79 @@ class Codec(Protocol):
     def encode(self, ops: Sequence[MemoryOp]) -> str:
         """Render ops as the text a policy would emit; ``decode(encode(ops)).ops == ops``."""
         ...
+
+
+class CutAction(str):
+    """An action text that the engine cut at ``max_new_tokens`` (no end-of-turn token).
+
+    A ``str`` (every env and ``Text`` space takes it as the text it is) that marks the cut, so
+    a strict env scores it as a format error; :attr:`memgym.engine.Completion.action` gives it
+    for a completion whose ``finish_reason`` is ``"length"``, and replay rebuilds it from the
+    step's recorded ``info["cut"]``.
+    """
+
+    __slots__ = ()
+
+
+# op fields that hold text the policy wrote (ids, memory types and ranks are not copied prose)
+_PROSE_FIELDS = ("text", "query", "summary", "content", "new_content")
+_CLOSING_FENCE = "```"
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str) -> str:
+    """The lowercased words of ``text`` (runs of letters and digits), space-separated."""
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def _copied(value: str, instructions: str, words: str) -> bool:
+    """Whether an op's text copies the instructions (``words``: their :func:`_words`): its
+    words (two or more) are a run of the instructions' words, or it is verbatim instruction
+    text that is not plain words (a placeholder such as ``<new fact>`` or ``...``)."""
+    raw = value.strip()
+    mine = _words(raw)
+    if mine.count(" ") >= 1 and f" {mine} " in f" {words} ":
+        return True
+    return bool(raw) and not raw.replace(" ", "").isalnum() and raw in instructions
+
+
+def strict_result(result: ParseResult, text: str, *, cut: bool = False,
+           instructions: str = "") -> ParseResult:
+    """A codec's parse under the strict rules a reward needs (issue 18): a completion cut at
+    ``max_new_tokens``, text after the action and op text copied from the instructions are
+    format errors, recorded like parse errors.
+
+    Args:
+        result: The codec's lenient :class:`ParseResult` of ``text``.
+        text: The action text.
+        cut: The engine cut the completion at ``max_new_tokens`` (:class:`CutAction`).
+        instructions: The instructions the policy was shown; an op whose prose field
+            (``text``, ``query``, ``summary``, ``content``, ``new_content``) copies them is an
+            error (see :func:`_copied`).
+
+    Returns:
+        ``result`` unchanged when it passes, else an empty result whose error says which rule
+        failed (checked in that order, after the codec's own error).
+    """
+    if cut:
+        return ParseResult((), ParseError(len(text), "completion cut at max_new_tokens "
+                                                     "(no end of turn)"))
+    if result.error is not None:
+        return result
+    if result.end is not None:
+        rest = text[result.end:].strip()
+        if rest.startswith(_CLOSING_FENCE):  # a fenced action's closing fence
+            rest = rest[len(_CLOSING_FENCE):].strip()
+        if rest:
+            return ParseResult((), ParseError(result.end, f"text after the action: "
+                                                          f"{rest[:40]!r}"))
+    if instructions:
+        words = _words(instructions)
+        for op in result.ops:
+            for name in _PROSE_FIELDS:
+                value = getattr(op, name, None)
+                if isinstance(value, str) and _copied(value, instructions, words):
+                    return ParseResult((), ParseError(
+                        max(text.find(value), 0), f"{type(op).__name__}.{name} copies the "
+                                                  f"instructions: {value[:40]!r}"))
+    return result

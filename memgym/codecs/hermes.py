@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from memgym.codecs.base import ParseError, ParseResult, decode_json
+from memgym.codecs.base import ParseError, ParseResult, decode_json, decode_json_span
 from memgym.ops import Answer, MemoryOp, Noop, Retrieve
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -56,15 +56,18 @@ def _unfenced(text: str, start: int, end: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _call_json(text: str, start: int, end: int, prose: bool) -> tuple[object, ParseError | None]:
-    """The JSON value of the block body ``text[start:end]`` (see :func:`decode_tool_calls`)."""
+def _call_json(text: str, start: int, end: int, prose: bool
+               ) -> tuple[object, int, ParseError | None]:
+    """The JSON value of the block body ``text[start:end]`` (see :func:`decode_tool_calls`)
+    and the offset just past it."""
     if prose:
         brace = text.find("{", start, end)
         if brace < 0:
-            return None, ParseError(start, "expected a JSON object in the tool call")
-        return decode_json(text, brace, end, what=_INVALID)
+            return None, start, ParseError(start, "expected a JSON object in the tool call")
+        return decode_json_span(text, brace, end, what=_INVALID)
     lo, hi = _unfenced(text, start, end)
-    return decode_json(text, lo, hi, whole=True, what=_INVALID)
+    value, error = decode_json(text, lo, hi, whole=True, what=_INVALID)
+    return value, end, error
 
 
 def _call_to_op(call: object, tools: Mapping[str, Tool]) -> MemoryOp | str:
@@ -102,21 +105,25 @@ def decode_tool_calls(text: str, tools: Mapping[str, Tool], *,
     The result's ``spans`` are the bodies of the calls that write memory (every op but
     ``Retrieve``, ``Answer`` and ``Noop``), for memory-token credit.
 
+    The result's ``end`` is the offset just past the last call (its ``</tool_call>``, else its
+    JSON value; 0 without calls): what follows is text after the action.
+
     The first failing call makes the whole text an error, positioned at the offset of its JSON
     error, else at the start of its body. No call at all is a valid empty action.
     """
-    ops, writes = [], []
+    ops, writes, last = [], [], 0
     for start, end in tool_call_spans(text) if spans is None else spans:
-        call, error = _call_json(text, start, end, prose)
+        call, stop, error = _call_json(text, start, end, prose)
         if error is not None:
             return ParseResult((), error)
+        last = end + len(CLOSE) if text.startswith(CLOSE, end) else stop
         op = _call_to_op(call, tools)
         if isinstance(op, str):
             return ParseResult((), ParseError(start, op))
         ops.append(op)
         if not isinstance(op, _NOT_WRITES):
             writes.append((start, end))
-    return ParseResult(tuple(ops), spans=tuple(writes))
+    return ParseResult(tuple(ops), spans=tuple(writes), end=last)
 
 
 def encode_tool_call(name: str, arguments: dict) -> str:

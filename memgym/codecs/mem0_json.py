@@ -52,8 +52,9 @@ class Mem0JsonCodec:
     def decode(self, text: str) -> ParseResult:
         """Parse ``text``; returns a :class:`ParseResult`, never raises.
 
-        The first ``{`` or ``[`` starts the JSON value; text after the value is ignored. The
-        value's character span is the result's one memory-op span.
+        The first ``{`` or ``[`` starts the JSON value; text after the value is ignored (its
+        offset is the result's ``end``, for :func:`~memgym.codecs.base.strict_result`). The value's
+        character span is the result's one memory-op span.
         """
         starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
         if not starts:
@@ -78,7 +79,7 @@ class Mem0JsonCodec:
             if isinstance(op, str):
                 return ParseResult((), ParseError(start, op))
             ops.append(op)
-        return ParseResult(tuple(ops), spans=((start, stop),))
+        return ParseResult(tuple(ops), spans=((start, stop),), end=stop)
 
     def encode(self, ops: Sequence[MemoryOp]) -> str:
         """Render ops in the canonical form.

@@ -78,8 +78,11 @@ class MemActCodec:
         if not spans:
             mark = text.find(FINAL_MARK)
             if mark >= 0:
-                rest = text[mark + len(FINAL_MARK):].strip()
-                return ParseResult((Answer(rest.splitlines()[0].strip() if rest else ""),))
+                start = mark + len(FINAL_MARK)
+                rest = text[start:].strip()
+                line = rest.splitlines()[0].strip() if rest else ""
+                end = text.find(line, start) + len(line) if line else len(text)
+                return ParseResult((Answer(line),), end=end)
             if text.find("{") < 0:
                 return ParseResult((), ParseError(
                     0, f"expected a <tool_call> or '{FINAL_MARK} <answer>'"))

@@ -68,7 +68,7 @@ class BoxedAnswerCodec:
         for pos in range(start, len(text)):
             depth += {"{": 1, "}": -1}.get(text[pos], 0)
             if depth == 0:
-                return ParseResult((Answer(text[start:pos].strip()),))
+                return ParseResult((Answer(text[start:pos].strip()),), end=pos + 1)
         return ParseResult((), ParseError(matches[-1].start(), "unbalanced braces in \\boxed{"))
 
     def encode(self, ops: Sequence[MemoryOp]) -> str:

@@ -56,7 +56,7 @@ class RankingCodec:
                     token.start(), f"expected a candidate index (integer >= 0), got "
                                    f"{token.group()[:40]!r}"))
             order.append(int(token.group()))
-        return ParseResult((Rank(tuple(order)),))
+        return ParseResult((Rank(tuple(order)),), end=close.end())
 
     def encode(self, ops: Sequence[MemoryOp]) -> str:
         """Render one :class:`Rank` op as ``<ranking>i,j,…</ranking>``.

@@ -32,15 +32,15 @@ _OPEN = {name: re.compile(rf"<{name}>", re.IGNORECASE) for name in ("think", "se
 _CLOSE = {name: re.compile(rf"</{name}>", re.IGNORECASE) for name in ("think", "search", "answer")}
 
 
-def _blocks(text: str, name: str) -> list[tuple[int, str, bool]]:
-    """Every ``<name>…</name>`` block as (start offset, content, closed)."""
+def _blocks(text: str, name: str) -> list[tuple[int, str, bool, int]]:
+    """Every ``<name>…</name>`` block as (start offset, content, closed, end offset)."""
     out, pos = [], 0
     while (m := _OPEN[name].search(text, pos)) is not None:
         end = _CLOSE[name].search(text, m.end())
         if end is None:
-            out.append((m.start(), text[m.end():], False))
+            out.append((m.start(), text[m.end():], False, len(text)))
             break
-        out.append((m.start(), text[m.end():end.start()], True))
+        out.append((m.start(), text[m.end():end.start()], True, end.end()))
         pos = end.end()
     return out
 
@@ -87,7 +87,7 @@ class XmlTagsCodec:
         if len(actions) > 1:
             return ParseResult((), ParseError(actions[1][0], f"expected one <{kind}> block, "
                                                              f"got {len(actions)}"))
-        position, content, _ = actions[0]
+        position, content, _, end = actions[0]
         content = content.strip()
         ops: list[MemoryOp] = [SetState(thinks[0][1].strip())] if thinks else []
         if kind == "search":
@@ -96,7 +96,7 @@ class XmlTagsCodec:
             ops.append(Retrieve(content, self.top_k))
         else:
             ops.append(Answer(content))
-        return ParseResult(tuple(ops))
+        return ParseResult(tuple(ops), end=end)
 
     def encode(self, ops: Sequence[MemoryOp]) -> str:
         """Render ops in the canonical form (texts are not escaped: they must not contain the
