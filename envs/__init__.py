@@ -80,8 +80,13 @@ ENVS: dict[str, EnvEntry] = {
 # (``strict=True``), and answerers that score the stored answer span (``answerer="span"``);
 # -v0 stays as it was, so its saved trajectories replay.
 V1_KWARGS: dict[str, dict] = {
-    "memgym/LoCoMoMemoryManager-v0": {"strict": True, "answerer": "span"},
-    "memgym/SyntheticMemoryManager-v0": {"strict": True, "answerer": "span"},
+    "memgym/LoCoMoMemoryManager-v0": {"strict": True, "answerer": "span", "timestamps": True},
+    "memgym/SyntheticMemoryManager-v0": {"strict": True, "answerer": "span", "timestamps": True},
+    "memgym/Mem1-v0": {"strict": True},
+    "memgym/MemAgent-v0": {"strict": True},
+    "memgym/MemAct-v0": {"strict": True},
+    "memgym/MemSifter-v0": {"strict": True, "answerer": "span"},
+    "memgym/MemAlpha-v0": {"strict": True, "answerer": "span"},
 }
 for _env_id, _extra in V1_KWARGS.items():
     _entry = ENVS[_env_id]

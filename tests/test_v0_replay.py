@@ -12,11 +12,11 @@ FIXTURE = Path(__file__).parent / "fixtures" / "v0_digests.json"
 
 def test_v0_envs_replay_their_recorded_digests():
     recorded = json.loads(FIXTURE.read_text())
-    replayed = records()
-    assert len(replayed) == len(recorded) == 100
-    for old, new in zip(recorded, replayed, strict=True):
+    replayed = {(r["env_id"], r["policy"], r["seed"]): r for r in records()}
+    assert len(recorded) == 100  # baselines added since are run but have nothing to match
+    for old in recorded:
         key = (old["env_id"], old["policy"], old["seed"])
-        assert (new["env_id"], new["policy"], new["seed"]) == key
+        new = replayed[key]
         assert new["first"] == old["first"], key
         for k, (a, b) in enumerate(zip(old["steps"], new["steps"], strict=True)):
             assert a == b, (key, k)

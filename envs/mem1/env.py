@@ -29,6 +29,18 @@ INSTRUCTIONS = (
     "give the final answers, in order and separated by ';', as "
     "<answer>answer 1; answer 2</answer>."
 )
+# strict (-v1): no placeholder to copy; the state, query and answers must be the policy's own
+INSTRUCTIONS_V1 = (
+    "Answer the question using a search engine over Wikipedia passages. Each turn, first write "
+    "your internal state between <think> and </think>: everything worth remembering, because "
+    "only the question, your last internal state and the last <information> block are kept. "
+    "Then either search, with a query of your own between <search> and </search> (the top "
+    "passages come back in an <information> block), or give the final answers between <answer> "
+    "and </answer>: one answer per sub-question, in order, separated by semicolons. Write "
+    "nothing after the closing tag."
+)
+INVALID_HINT = "Write <think>...</think> then <search>...</search> or <answer>...</answer>."
+INVALID_HINT_V1 = "Write a <think> block, then one <search> block or one <answer> block."
 
 
 def score_answers(prediction: str, parts: tuple[QAItem, ...]) -> list[float]:
@@ -74,8 +86,10 @@ class Mem1Env(MemgymEnv):
 
     ## Rewards
     ``em``: on the answer step, the sum over sub-questions of exact match (in [0, k]; MEM1's
-    reward). ``format``: ``-format_penalty`` on a step whose action does not parse, else 0. The
-    step reward is their sum.
+    reward). ``format``: ``-format_penalty`` on a step whose action does not parse (in strict
+    mode also: a completion cut at ``max_new_tokens``, text after the last closing tag, a
+    state, query or answer copied from the instructions; see
+    :meth:`~memgym.envs.base.MemgymEnv.parse`), else 0. The step reward is their sum.
 
     ## Starting State
     The question, no internal state, no information; turn 1.
@@ -98,10 +112,14 @@ class Mem1Env(MemgymEnv):
     ``split`` (``train`` / ``val`` / ``test``), ``k`` (objectives, 1-16; MEM1 trains on 2),
     ``hotpot_fraction`` (chance a sub-question is HotpotQA rather than NQ), ``max_turns`` (default
     ``2k + 2``: 6 for k=2, MEM1's QA limit), ``top_k`` (passages per search), ``format_penalty``,
-    ``require_think``, ``max_action_chars``, ``max_state_chars``, ``max_passage_chars``.
+    ``require_think``, ``max_action_chars``, ``max_state_chars``, ``max_passage_chars``,
+    ``strict`` (strict format rules and instructions without a placeholder to copy).
 
     ## Version History
-    * v0: initial version.
+    * v1: ``strict=True``: text after the last closing tag, a cut completion and a state,
+      query or answer copied from the instructions are format errors; the instructions (and
+      the hint after an invalid action) show the tags without placeholder content.
+    * v0: initial version (lenient codec).
     """
 
     state_attrs = ("task", "state", "information", "turn", "prompt_tokens", "peak_tokens",
@@ -110,7 +128,8 @@ class Mem1Env(MemgymEnv):
     def __init__(self, split: str = "train", k: int = 2, hotpot_fraction: float = 0.5,
                  max_turns: int | None = None, top_k: int = 3, format_penalty: float = 0.1,
                  require_think: bool = False, max_action_chars: int = 4096,
-                 max_state_chars: int = 2000, max_passage_chars: int = 2000) -> None:
+                 max_state_chars: int = 2000, max_passage_chars: int = 2000,
+                 strict: bool = False) -> None:
         for name, value, lo in (("k", k, 1), ("top_k", top_k, 1), ("max_turns", max_turns, 1),
                                 ("max_action_chars", max_action_chars, 1),
                                 ("max_state_chars", max_state_chars, 0),
@@ -125,10 +144,11 @@ class Mem1Env(MemgymEnv):
         self.k, self.hotpot_fraction, self.top_k = k, hotpot_fraction, top_k
         self.max_turns = max_turns if max_turns is not None else 2 * k + 2
         self.max_steps = self.max_turns
-        self.format_penalty = format_penalty
+        self.format_penalty, self.strict = format_penalty, strict
+        self.instructions = INSTRUCTIONS_V1 if strict else INSTRUCTIONS
         self.max_state_chars, self.max_passage_chars = max_state_chars, max_passage_chars
         self.codec = XmlTagsCodec(top_k=top_k, require_think=require_think)
-        bound = (len(INSTRUCTIONS) + k * (MAX_SUBQUESTION_CHARS + 8) + max_state_chars
+        bound = (len(self.instructions) + k * (MAX_SUBQUESTION_CHARS + 8) + max_state_chars
                  + top_k * (max_passage_chars + 32) + 256)
         self.observation_space = text_space(bound)
         self.action_space = text_space(max_action_chars)
@@ -136,7 +156,7 @@ class Mem1Env(MemgymEnv):
     def _observation(self) -> str:
         think = f"<think>{self.state}</think>\n" if self.state else ""
         info = f"<information>\n{self.information}\n</information>" if self.information else ""
-        return clean(f"{INSTRUCTIONS}\nQuestion: {self.task.question}\n"
+        return clean(f"{self.instructions}\nQuestion: {self.task.question}\n"
                      f"Turn {self.turn + 1} of {self.max_turns}.\n{think}{info}")
 
     def _search(self, op: Retrieve) -> str:
@@ -170,16 +190,15 @@ class Mem1Env(MemgymEnv):
 
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply one turn: rewrite the state, then search or answer (see the class docs)."""
-        parsed = self.codec.decode(action)
+        parsed = self.parse(self.codec, action, self.instructions)
         terms = {"format": 0.0 if parsed.ok else -self.format_penalty, "em": 0.0}
         context_tokens = self.prompt_tokens + count_tokens(action)
         self.peak_tokens = max(self.peak_tokens, context_tokens)
         self.turn += 1
         results, extra, answered = [], {}, False
         if parsed.error is not None:
-            self.information = (f"Invalid action: {parsed.error.reason}. Write "
-                                "<think>...</think> then <search>...</search> or "
-                                "<answer>...</answer>.")
+            hint = INVALID_HINT_V1 if self.strict else INVALID_HINT
+            self.information = f"Invalid action: {parsed.error.reason}. {hint}"
         else:
             self.state = ""
             for op in parsed.ops:

@@ -29,6 +29,19 @@ INSTRUCTIONS = (
     "memory_update(memory_type: core|semantic|episodic, new_content, memory_id: omit for core); "
     "memory_delete(memory_type, memory_id: omit for core)."
 )
+# strict (-v1): no placeholder to copy; the content must come from the chunk
+INSTRUCTIONS_V1 = (
+    "You build a memory of a long text that you read chunk by chunk. Afterwards, questions "
+    "about the text are answered from your memory only. Memory: core (one short paragraph, "
+    "always shown), semantic (facts), episodic (timestamped events). Keep it concise and "
+    "faithful to the text. Reply with tool calls only, none if the chunk holds nothing worth "
+    "keeping: one <tool_call> block per call, each holding a JSON object whose \"name\" is the "
+    "tool and whose \"arguments\" is an object of its arguments, and nothing after the last "
+    "block. Tools: new_memory_insert(memory_type: semantic|episodic, content); "
+    "memory_update(memory_type: core|semantic|episodic, new_content, memory_id: omit for core); "
+    "memory_delete(memory_type, memory_id: omit for core). The content and new_content are "
+    "what to remember, taken from the chunk."
+)
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,10 @@ class MemAlphaEnv(MemgymEnv):
     * ``validity``: ``γ · c_i``, ``c_i`` the mean validity (``validity_judge``, default
       :class:`RuleValidityJudge`) of the contents the step's applied inserts and updates wrote,
       judged against the current chunk; 0 when the step wrote nothing.
-    * ``format``: ``-format_penalty`` when the action is malformed, else 0.
+    * ``format``: ``-format_penalty`` when the action is malformed (in strict mode also: a
+      completion cut at ``max_new_tokens``, text after the last call, or without any call, a
+      content copied from the instructions; see :meth:`~memgym.envs.base.MemgymEnv.parse`),
+      else 0.
 
     ## Starting State
     Empty memory; the first chunk of a seeded instance (or ``options["episode"]``).
@@ -159,14 +175,21 @@ class MemAlphaEnv(MemgymEnv):
 
     ## Arguments
     ``source`` (``"squad"``, ``"hotpotqa"``, ``"locomo"`` or a :class:`TaskSource`), ``split``,
-    ``chunk_chars``, ``beta``, ``gamma``, ``answerer`` (``"recall"`` or an :class:`Answerer`),
+    ``chunk_chars``, ``beta``, ``gamma``, ``answerer`` (``"recall"``: max token F1 of the
+    retrieved memories taken whole; ``"span"``: of their best answer span; or an
+    :class:`Answerer`),
     ``answer_top_k``, ``validity_judge``, ``format_penalty``, ``max_core_chars``,
     ``max_item_chars``, ``max_items`` (per list), ``shown_items``, ``max_action_chars``,
-    ``max_steps``, ``**source_kwargs`` (e.g. ``paragraphs``/``questions`` for SQuAD, ``window``
-    for LoCoMo).
+    ``max_steps``, ``strict`` (strict format rules and instructions without a placeholder to
+    copy), ``**source_kwargs`` (e.g. ``paragraphs``/``questions`` for SQuAD, ``window`` for
+    LoCoMo).
 
     ## Version History
-    * v0: initial version.
+    * v1: ``strict=True`` (text after the last call or without any call, a cut completion and
+      a content copied from the instructions are format errors; the instructions describe the
+      calls without placeholder content) and ``answerer="span"`` (a stored answer scores 1,
+      not its token F1 against a whole memory).
+    * v0: initial version (lenient codec, whole-memory token F1).
     """
 
     state_attrs = ("instance", "chunks", "memory", "t")
@@ -177,7 +200,7 @@ class MemAlphaEnv(MemgymEnv):
                  validity_judge: ValidityJudge | None = None, format_penalty: float = 0.1,
                  max_core_chars: int = 512, max_item_chars: int = 512, max_items: int = 200,
                  shown_items: int = 20, max_action_chars: int = 8000, max_steps: int = 64,
-                 **source_kwargs: Any) -> None:
+                 strict: bool = False, **source_kwargs: Any) -> None:
         answerer = make_answerer(answerer, answer_top_k)
         for name, value in (("chunk_chars", chunk_chars), ("max_steps", max_steps),
                             ("max_core_chars", max_core_chars),
@@ -192,11 +215,12 @@ class MemAlphaEnv(MemgymEnv):
         self.source = make_source(source, split, **source_kwargs)
         self.chunk_chars, self.beta, self.gamma = chunk_chars, beta, gamma
         self.format_penalty, self.shown_items = format_penalty, shown_items
-        self.max_steps = max_steps
+        self.max_steps, self.strict = max_steps, strict
+        self.instructions = INSTRUCTIONS_V1 if strict else INSTRUCTIONS
         self.memory_limits = (max_core_chars, max_item_chars, max_items)
         self.codec = MemAlphaCodec()
         # Bound: instructions + core + shown items (content + id + timestamp) + chunk + headers.
-        bound = (len(INSTRUCTIONS) + max_core_chars + 2 * shown_items * (max_item_chars + 80)
+        bound = (len(self.instructions) + max_core_chars + 2 * shown_items * (max_item_chars + 80)
                  + chunk_chars + 512)
         self.observation_space = text_space(bound)
         self.action_space = text_space(max_action_chars)
@@ -205,7 +229,7 @@ class MemAlphaEnv(MemgymEnv):
     def _observation(self) -> str:
         chunk = self.chunks[self.t]
         date = f"Date: {chunk.date}\n" if chunk.date else ""
-        text = (f"{INSTRUCTIONS}\n\n{self.memory.render(self.shown_items)}\n\n"
+        text = (f"{self.instructions}\n\n{self.memory.render(self.shown_items)}\n\n"
                 f"Chunk {self.t + 1}/{len(self.chunks)}:\n{date}{chunk.text}")
         return clean(text)[:self.observation_space.max_length]
 
@@ -258,7 +282,7 @@ class MemAlphaEnv(MemgymEnv):
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply the tool calls in ``action`` for the current chunk and move to the next one."""
         chunk = self.chunks[self.t]
-        parsed = self.codec.decode(action)
+        parsed = self.parse(self.codec, action, self.instructions)
         results = self.memory.apply_all(parsed.ops, step=self.t, timestamp=chunk.date)
         writes = [(r.op.memory_type, (r.op.content if isinstance(r.op, MemoryInsert)
                                       else r.op.new_content).strip())

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from memgym.codecs import CutAction
 from memgym.codecs.memact import MemActCodec
 from memgym.context import Message, WorkingContext, count_tokens
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
@@ -28,6 +29,22 @@ produced them); write what you still need into memory, it stays in the context:
 - the final answer, a few words:
 FINAL_ANSWER: <answer>
 Each tool result starts with <|tool id=ID|>; ID is the 8-character id to delete it by.
+The context may hold at most {max_context_tokens} tokens; beyond that the episode fails."""
+# strict (-v1): no placeholder to copy; queries, memory and answer must be the policy's own
+INSTRUCTIONS_V1 = """\
+You answer a multi-hop question by searching a collection of Wikipedia paragraphs.
+Reply with exactly one of the following, and write nothing after it:
+- search calls (at most {max_calls}), each a <tool_call> block holding a JSON object whose \
+"name" is "search" and whose "arguments" give "query" (search keywords of your own) and \
+"topk" (how many paragraphs come back, an integer of at most {max_topk});
+- one context edit, a single <tool_call> block whose "name" is "prune_context" and whose \
+"arguments" give "memory" (the key facts you still need, in your own words: they stay in the \
+context) and "delete_ids" (a list of the ids of the tool results to delete; your calls that \
+produced them go too);
+- the final answer: one line that starts with FINAL_ANSWER: and goes on with a few words, in \
+a message without tool calls.
+Each tool result starts with a header line that shows its 8-character id after "id="; delete \
+the result by that id.
 The context may hold at most {max_context_tokens} tokens; beyond that the episode fails."""
 CUE = "<|assistant|>\n"  # the generation cue: the header of the next assistant message
 _MAX_REPLY_CHARS = 300  # cap on the text of error / confirmation tool messages
@@ -68,9 +85,12 @@ class MemActEnv(MemgymEnv):
     ``answer``: on the step that answers, 1.0 if the judge accepts the answer (``judge="em"``:
     normalized exact match with a gold alias; ``"f1"``: token F1 >= ``f1_threshold``), else 0.
     Binary, once per episode: DCPO gives this same trajectory reward to every segment.
-    ``format``: ``-format_penalty`` on a step whose action does not parse or whose op is
-    rejected (empty search query, ``prune_context`` with an id not in the context: the prune is
-    then applied to nothing), else 0. The step reward is their sum.
+    ``format``: ``-format_penalty`` on a step whose action does not parse (in strict mode
+    also: a completion cut at ``max_new_tokens``, text after the last tool call or the answer
+    line, a query, memory or answer copied from the instructions; see
+    :meth:`~memgym.envs.base.MemgymEnv.parse`) or whose op is rejected (empty search query,
+    ``prune_context`` with an id not in the context: the prune is then applied to nothing),
+    else 0. The step reward is their sum.
 
     ## Starting State
     The system instructions and the question; a freshly drawn paragraph pool.
@@ -98,9 +118,13 @@ class MemActEnv(MemgymEnv):
     clamped to it, smaller than 1 to 1), ``default_topk``, ``max_calls`` (tool calls per
     message), ``max_result_chars`` (a paragraph is cut to this many chars in a result),
     ``judge`` (``"em"`` or ``"f1"``), ``f1_threshold``, ``format_penalty``,
-    ``max_action_chars``.
+    ``max_action_chars``, ``strict`` (strict format rules and instructions without a
+    placeholder to copy).
 
     ## Version History
+    * v1: ``strict=True``: text after the last tool call or the answer line, a cut completion
+      and a query, memory or answer copied from the instructions are format errors; the
+      instructions describe the calls in words, without placeholder content.
     * v0: initial version; ``info["chat"]`` and ``context_mode`` added later (observations,
       rewards and recorded ``info`` unchanged: saved v0 trajectories still replay).
     """
@@ -113,7 +137,7 @@ class MemActEnv(MemgymEnv):
                  max_context_tokens: int = 2048, max_steps: int = 16, max_topk: int = 5,
                  default_topk: int = 3, max_calls: int = 4, max_result_chars: int = 2000,
                  judge: str = "em", f1_threshold: float = 0.8, format_penalty: float = 0.1,
-                 max_action_chars: int = 2000) -> None:
+                 max_action_chars: int = 2000, strict: bool = False) -> None:
         for name, value in (("max_steps", max_steps), ("max_topk", max_topk),
                             ("default_topk", default_topk), ("max_calls", max_calls),
                             ("max_result_chars", max_result_chars),
@@ -126,7 +150,9 @@ class MemActEnv(MemgymEnv):
             raise ConfigError(f"judge must be one of {sorted(_JUDGES)}, got {judge!r}")
         if not isinstance(f1_threshold, int | float) or not 0.0 < f1_threshold <= 1.0:
             raise ConfigError(f"f1_threshold must be in (0, 1], got {f1_threshold!r}")
-        self.instructions = INSTRUCTIONS.format(max_calls=max_calls, max_topk=max_topk,
+        self.strict = strict
+        template = INSTRUCTIONS_V1 if strict else INSTRUCTIONS
+        self.instructions = template.format(max_calls=max_calls, max_topk=max_topk,
                                                 max_context_tokens=max_context_tokens)
         least = count_tokens(self.instructions) + 256
         if not isinstance(max_context_tokens, int) or max_context_tokens < least:
@@ -233,7 +259,10 @@ class MemActEnv(MemgymEnv):
         terms = {"answer": 0.0, "format": 0.0}
         raw = action[:self.max_action_chars]
         text = clean(raw)  # what the context shows; the codec sees the raw text when it is not
-        parsed = self.codec.decode(raw if first_surrogate(raw) >= 0 else text)  # valid Unicode
+        decoded = raw if first_surrogate(raw) >= 0 else text  # valid Unicode
+        if isinstance(action, CutAction):  # slicing and clean() give a plain str
+            decoded = CutAction(decoded)
+        parsed = self.parse(self.codec, decoded, self.instructions)
         results: list[OpResult] = []
         edited = answered = False
         extra: dict[str, Any] = {}

@@ -31,6 +31,13 @@ ANSWER_PROMPT = (
     "and put the final answer in \\boxed{{}}.\n\n"
     "<problem>\n{question}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\nYour answer:\n"
 )
+# strict (-v1): the answer must end the reply (text after it is a format error); the memory
+# prompt is kept (it shows no placeholder: the memory is the whole completion)
+ANSWER_PROMPT_V1 = (
+    "You are given a problem and your memory of an article. Answer the problem from the memory "
+    "and end your reply with the final answer in \\boxed{{}}: write nothing after it.\n\n"
+    "<problem>\n{question}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\nYour answer:\n"
+)
 
 
 def cut_memory(text: str, max_tokens: int) -> str:
@@ -71,7 +78,10 @@ class MemAgentEnv(MemgymEnv):
     memory is kept) or over-long (more than ``max_memory_tokens`` whitespace tokens or
     ``8 * max_memory_tokens`` characters: it is cut to fit, applied, and penalized, as a
     generation cap cuts MemAgent's memory), and on an answer step without a parsable
-    ``\\boxed{}``; else 0.
+    ``\\boxed{}``; in strict mode also on a completion cut at ``max_new_tokens``, text after
+    the ``\\boxed{}`` answer and a memory or answer copied from the prompt's instructions (its
+    text without the problem, memory and section; see
+    :meth:`~memgym.envs.base.MemgymEnv.parse`); else 0.
     ``em`` (or ``f1`` when ``metric="f1"``): on the answer step only, the SQuAD-normalized
     exact match (token F1) in [0, 1] of the boxed answer against the best gold answer; 0 on
     chunk steps. MemAgent's outcome reward is this final EM, which its trainer broadcasts to
@@ -101,17 +111,21 @@ class MemAgentEnv(MemgymEnv):
     ``max_memory_tokens`` (whitespace tokens; MemAgent caps the memory at 1024 LLM tokens),
     ``metric`` (``"em"`` as in MemAgent, or ``"f1"``), ``format_penalty``,
     ``max_chunks`` (longest instance accepted; ``max_steps = max_chunks + 1``),
-    ``max_action_chars``, ``**source_kwargs`` (forwarded to the source).
+    ``max_action_chars``, ``strict`` (strict format rules; the answer prompt asks for nothing
+    after the answer), ``**source_kwargs`` (forwarded to the source).
 
     ## Version History
-    * v0: initial version.
+    * v1: ``strict=True``: a cut completion, text after the ``\\boxed{}`` answer and a memory
+      or answer copied from the instructions are format errors; the answer prompt says that
+      nothing may follow the answer (neither prompt shows a placeholder to copy).
+    * v0: initial version (lenient codecs).
     """
 
     state_attrs = ("instance", "memory", "t")
 
     def __init__(self, source: str | TaskSource = "hotpotqa-haystack", split: str = "train",
                  max_memory_tokens: int = 256, metric: str = "em", format_penalty: float = 0.1,
-                 max_chunks: int = 32, max_action_chars: int = 16384,
+                 max_chunks: int = 32, max_action_chars: int = 16384, strict: bool = False,
                  **source_kwargs: Any) -> None:
         if metric not in _METRICS:
             raise ConfigError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
@@ -124,7 +138,8 @@ class MemAgentEnv(MemgymEnv):
                               f"max_chunks >= {bound}, got {max_chunks}")
         self.metric, self.format_penalty = metric, format_penalty
         self.max_memory_tokens, self.max_chunks = max_memory_tokens, max_chunks
-        self.max_steps = max_chunks + 1
+        self.max_steps, self.strict = max_chunks + 1, strict
+        self.answer_prompt = ANSWER_PROMPT_V1 if strict else ANSWER_PROMPT
         self.memory_codec, self.answer_codec = MemoryRewriteCodec(), BoxedAnswerCodec()
         self.max_item_chars = max(getattr(self.source, "chunk_chars", 0), 8192)
         self.observation_space = text_space(len(MEMORY_PROMPT) + MAX_QUESTION_CHARS
@@ -143,7 +158,15 @@ class MemAgentEnv(MemgymEnv):
             return clean(MEMORY_PROMPT.format(max_tokens=self.max_memory_tokens,
                                               question=self._question, memory=self.memory,
                                               chunk=items[self.t].text))
-        return clean(ANSWER_PROMPT.format(question=self._question, memory=self.memory))
+        return clean(self.answer_prompt.format(question=self._question, memory=self.memory))
+
+    def _instructions(self, answer: bool) -> str:
+        """The fixed text of the step's prompt (without problem, memory and section), which a
+        strict parse refuses to see copied."""
+        if answer:
+            return self.answer_prompt.format(question="", memory="")
+        return MEMORY_PROMPT.format(max_tokens=self.max_memory_tokens, question="", memory="",
+                                    chunk="")
 
     def _info(self) -> dict[str, Any]:
         items, qa = self.instance.items, self.instance.questions[0]
@@ -190,7 +213,7 @@ class MemAgentEnv(MemgymEnv):
         extra: dict[str, Any] = {}
         terminated = self.t >= len(self.instance.items)
         if terminated:
-            parsed = self.answer_codec.decode(action)
+            parsed = self.parse(self.answer_codec, action, self._instructions(answer=True))
             results = [OpResult(op, True) for op in parsed.ops]
             prediction = "".join(op.text for op in parsed.ops if isinstance(op, Answer))
             golds = self.instance.questions[0].answers if parsed.ok else ()
@@ -198,7 +221,7 @@ class MemAgentEnv(MemgymEnv):
             terms[self.metric] = max((score(prediction, g) for g in golds), default=0.0)
             extra = {"prediction": prediction, "gold": self._info()["privileged"]["answer"]}
         else:
-            parsed = self.memory_codec.decode(action)
+            parsed = self.parse(self.memory_codec, action, self._instructions(answer=False))
             results = [self._overwrite(op) for op in parsed.ops if isinstance(op, Overwrite)]
             if any(r.reason for r in results):
                 terms["format"] = -self.format_penalty

@@ -85,6 +85,21 @@ class Mem0LikePolicy:
                 for obs, info in zip(observations, infos, strict=True)]
 
 
+class EvidencePolicy:
+    """Privileged teacher: ADDs the turns that are evidence of a question (``info["privileged"]
+    ["evidence"]``) verbatim as ``"<speaker>: <text>"`` and nothing else. What a learned
+    manager can imitate from what it sees (the quickstart's SFT warm start): which turns to
+    keep, not the answers themselves."""
+
+    name = "evidence"
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [Completion(_CODEC.encode(
+            [Add(f"{i['turn']['speaker']}: {i['turn']['text']}")]
+            if i["privileged"]["evidence"] else [])) for i in infos]
+
+
 class OraclePolicy:
     """Upper bound from gold data: at the item that completes a question's evidence, ADD its gold
     answer tagged with the question's longest content word (so BM25 on the question finds it);
@@ -104,4 +119,5 @@ class OraclePolicy:
                 for info in infos]
 
 
-BASELINES = {p.name: p for p in (OraclePolicy, Mem0LikePolicy, StoreAllPolicy, NoopPolicy)}
+BASELINES = {p.name: p for p in (OraclePolicy, EvidencePolicy, Mem0LikePolicy, StoreAllPolicy,
+                                 NoopPolicy)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from memgym.envs.answerers import Answerer, Question, make_answerer
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
 from memgym.envs.sources import TaskSource, make_source, pick_instance
 from memgym.errors import ConfigError
-from memgym.memory import MemoryBank
+from memgym.memory import BankSnapshot, MemoryBank
 from memgym.retrieval import BM25Index
 
 INSTRUCTIONS = (
@@ -54,7 +55,8 @@ class MemoryManagerEnv(MemgymEnv):
     a completion cut at ``max_new_tokens``, text after the JSON value, op text copied from the
     instructions; see :meth:`~memgym.envs.base.MemgymEnv.parse`), else 0.
     ``qa``: on the last step, the mean score in [0, 1] of the answer agent over the instance's
-    questions (``answerer="recall"``: max token-F1 of the top-k retrieved memories taken whole;
+    questions (with ``timestamps``, it reads each memory prefixed by the date of the turn that
+    last wrote it; ``answerer="recall"``: max token-F1 of the top-k retrieved memories taken whole;
     ``"span"``: of their best answer span, 1 wherever a retrieved memory holds the answer; an
     :class:`LLMAnswerer` gives Memory-R1's frozen-answerer F1/EM). The step reward is their
     sum.
@@ -73,7 +75,8 @@ class MemoryManagerEnv(MemgymEnv):
     :class:`~memgym.envs.answerers.Answered` record per question: prediction, score and the
     ``retrieved`` / ``supporting`` entry ids that memory metrics read), and
     ``privileged["answers"]``: the ``(question, answer)`` pairs whose last evidence is the
-    current item (for the oracle).
+    current item, and ``evidence``: whether the item is evidence of any answerable question
+    (for the oracle and the evidence teacher).
 
     ## Arguments
     ``source`` (a registered source name or a :class:`TaskSource`; ``locomo`` takes ``window``,
@@ -81,12 +84,14 @@ class MemoryManagerEnv(MemgymEnv):
     ``related_k``, ``answerer`` (``"recall"`` or an :class:`Answerer`), ``answer_top_k``,
     ``format_penalty``, ``max_action_chars``, ``max_entries``, ``max_memory_chars``,
     ``strict`` (strict format rules and instructions without a placeholder to copy),
+    ``timestamps`` (the answer agent reads memories with their dates),
     ``**source_kwargs`` (forwarded to the source).
 
     ## Version History
     * v1: ``strict=True`` (text after the JSON, a cut completion and op text copied from the
       instructions are format errors; the instructions show no placeholder) and
-      ``answerer="span"`` (the stored answer scores 1, not its token F1 against a whole memory).
+      ``answerer="span"`` (the stored answer scores 1, not its token F1 against a whole memory)
+      and ``timestamps=True`` (the answer agent reads dated memories, as Memory-R1's does).
     * v0: initial version (lenient codec, whole-memory token F1).
     """
 
@@ -96,12 +101,13 @@ class MemoryManagerEnv(MemgymEnv):
                  related_k: int = 3, answerer: str | Answerer = "recall", answer_top_k: int = 5,
                  format_penalty: float = 0.1, max_action_chars: int = 2000,
                  max_entries: int | None = None, max_memory_chars: int = 500,
-                 max_steps: int = 64, strict: bool = False, **source_kwargs: Any) -> None:
+                 max_steps: int = 64, strict: bool = False, timestamps: bool = False,
+                 **source_kwargs: Any) -> None:
         self.answerer = make_answerer(answerer, answer_top_k)
         self.source = make_source(source, split, **source_kwargs)
         self.related_k, self.format_penalty = related_k, format_penalty
         self.max_entries, self.max_memory_chars = max_entries, max_memory_chars
-        self.max_steps, self.strict = max_steps, strict
+        self.max_steps, self.strict, self.timestamps = max_steps, strict, timestamps
         self.instructions = INSTRUCTIONS_V1 if strict else INSTRUCTIONS
         self.codec = Mem0JsonCodec()
         self.observation_space = text_space(16384)
@@ -118,13 +124,27 @@ class MemoryManagerEnv(MemgymEnv):
         return clean(f"{self.instructions}\nDate: {item.date}\nNew turn: {speaker}{item.text}\n"
                      f"Related memories:\n{related or '(none)'}")
 
+    def _reader_bank(self) -> MemoryBank:
+        """The bank as the answer agent reads it: with ``timestamps``, each entry prefixed by
+        the date of the turn at which it was last written (Memory-R1's answer agent reads
+        timestamped memories), else the bank itself."""
+        if not self.timestamps:
+            return self.bank
+        snap, items = self.bank.snapshot(), self.instance.items
+        stamped = MemoryBank()
+        stamped.restore(BankSnapshot(tuple(
+            replace(e, text=f"({items[e.updated_step].date}) {e.text}")
+            if items[e.updated_step].date else e for e in snap.entries), snap.next_id))
+        return stamped
+
     def _item_info(self) -> dict[str, Any]:
         item = self.instance.items[self.t]
         answers = [(q.question, q.answers[0]) for q in self.instance.questions
                    if q.answers and q.evidence and q.evidence[-1] == item.id]
+        evidence = any(item.id in q.evidence for q in self.instance.questions if q.answers)
         return {"turn": {"id": item.id, "speaker": item.speaker, "date": item.date,
                          "text": item.text},
-                "privileged": {"answers": answers}}
+                "privileged": {"answers": answers, "evidence": evidence}}
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[str, dict]:
@@ -157,7 +177,7 @@ class MemoryManagerEnv(MemgymEnv):
         extra: dict[str, Any] = {"bank_size": len(self.bank)}
         if terminated:
             questions = [Question(q.question, q.answers) for q in self.instance.questions]
-            answered = self.answerer.answer(questions, self.bank)
+            answered = self.answerer.answer(questions, self._reader_bank())
             scores = [a.score for a in answered]
             # np.mean's arithmetic (a float64 add.reduce, then one division), bit for bit,
             # without its Python-level dispatch, which cost ~5% of a replayed step

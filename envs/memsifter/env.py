@@ -32,6 +32,14 @@ INSTRUCTIONS = (
     "indices only: <ranking>i,j,k</ranking>. The assistant then answers with the top 1, 2, 3, "
     "5, 8, ... sessions you ranked; sessions you leave out are not shown to it."
 )
+# strict (-v1): no placeholder to copy (the ranking must be the policy's own)
+INSTRUCTIONS_V1 = (
+    "You help an assistant remember a long conversation. Rank the candidate sessions below by "
+    "how useful they are to answer the question, most useful first. Reply with one <ranking> "
+    "tag pair around the candidate indices (the numbers in square brackets), separated by "
+    "commas, and nothing else. The assistant then answers with the top 1, 2, 3, 5, 8 and so on "
+    "(the Fibonacci numbers) sessions you ranked; sessions you leave out are not shown to it."
+)
 _MAX_KEYWORD_CHARS = 20
 
 
@@ -130,13 +138,17 @@ class MemSifterEnv(MemgymEnv):
     ## Rewards
     ``gain``: MemSifter's net, rank-discounted contribution of the ranked sessions. For the
     Fibonacci tiers ``F_1..F_m`` = 1, 2, 3, 5, 8, … up to ``min(max_rank, num_candidates)``,
-    ``s_F`` is the answerer's score (token F1 by default) given the turns of the top-``F``
-    ranked sessions and ``s_0`` its score with no memory; ``gain = Σ_n w_n (s_{F_n} − s_0)``
-    with the weights of :func:`tier_weights` (they sum to 1). With the default
-    :class:`RecallAnswerer` ``s_0 = 0``, so the gain is in [0, 1].
+    ``s_F`` is the answerer's score given the turns of the top-``F`` ranked sessions
+    (``answerer="recall"``, the default: max token F1 of the retrieved turns taken whole;
+    ``"span"``: of their best answer span) and ``s_0`` its score with no memory;
+    ``gain = Σ_n w_n (s_{F_n} − s_0)`` with the weights of :func:`tier_weights` (they sum to
+    1). With a :class:`RecallAnswerer` ``s_0 = 0``, so the gain is in [0, 1].
     ``format``: ``-format_penalty`` when the action does not parse (no ``<ranking>`` block,
-    unclosed, or a non-integer item; then ``gain`` = 0) or when it ranks an out-of-range or
-    repeated index (those are dropped, the rest counts, as MemSifter deduplicates); else 0.
+    unclosed, or a non-integer item; in strict mode also a completion cut at
+    ``max_new_tokens`` or text after ``</ranking>``, see
+    :meth:`~memgym.envs.base.MemgymEnv.parse`; then ``gain`` = 0) or when it ranks an
+    out-of-range or repeated index (those are dropped, the rest counts, as MemSifter
+    deduplicates); else 0.
     Indices past ``max_rank`` are ignored; an empty ranking is valid and gains 0.
 
     ## Starting State
@@ -157,11 +169,15 @@ class MemSifterEnv(MemgymEnv):
     ``split`` (``train`` / ``val`` / ``test``: Memory-R1's split by conversation),
     ``num_candidates`` (None: every session of the conversation), ``preview_chars``,
     ``keywords`` (per candidate), ``max_rank`` (largest cut-off; MemSifter ranks 10),
-    ``answerer`` (``"recall"`` or an :class:`Answerer`), ``answer_top_k``,
-    ``include_adversarial``, ``format_penalty``, ``max_action_chars``, ``data_path``.
+    ``answerer`` (``"recall"``, ``"span"`` or an :class:`Answerer`), ``answer_top_k``,
+    ``include_adversarial``, ``format_penalty``, ``max_action_chars``, ``data_path``,
+    ``strict`` (strict format rules and instructions without a placeholder to copy).
 
     ## Version History
-    * v0: initial version.
+    * v1: ``strict=True`` (text after ``</ranking>`` and a cut completion are format errors;
+      the instructions show no placeholder ranking) and ``answerer="span"`` (a tier's score is
+      the best answer span of the retrieved turns, so a turn that holds the answer scores 1).
+    * v0: initial version (lenient codec, whole-turn token F1).
     """
 
     state_attrs = ("qa", "conversation", "candidates")
@@ -170,7 +186,8 @@ class MemSifterEnv(MemgymEnv):
                  preview_chars: int = 250, keywords: int = 8, max_rank: int = 10,
                  answerer: str | Answerer = "recall", answer_top_k: int = 5,
                  include_adversarial: bool = False, format_penalty: float = 0.1,
-                 max_action_chars: int = 2000, data_path: str | None = None) -> None:
+                 max_action_chars: int = 2000, data_path: str | None = None,
+                 strict: bool = False) -> None:
         if split not in SPLITS:
             raise ConfigError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         for name, value, low in (("num_candidates", 1 if num_candidates is None else
@@ -181,7 +198,8 @@ class MemSifterEnv(MemgymEnv):
         self.answerer = make_answerer(answerer, answer_top_k)
         self.num_candidates, self.preview_chars = num_candidates, preview_chars
         self.keywords, self.max_rank, self.data_path = keywords, max_rank, data_path
-        self.format_penalty = format_penalty
+        self.format_penalty, self.strict = format_penalty, strict
+        self.instructions = INSTRUCTIONS_V1 if strict else INSTRUCTIONS
         conversations = load_locomo(data_path)
         self.questions: list[tuple[int, QA]] = [
             (c, qa) for c in SPLITS[split] for qa in conversations[c].qa
@@ -194,7 +212,7 @@ class MemSifterEnv(MemgymEnv):
         most = max(len({t.session for t in conversations[c].turns}) for c in SPLITS[split])
         line = (max(len(t.date) for t in turns) + keywords * (_MAX_KEYWORD_CHARS + 2)
                 + preview_chars + 32)
-        longest = (len(INSTRUCTIONS) + max(len(q.question) for _, q in self.questions) + 64
+        longest = (len(self.instructions) + max(len(q.question) for _, q in self.questions) + 64
                    + min(most, num_candidates or most) * line)
         self.observation_space = text_space(longest)
         self.action_space = text_space(max_action_chars)
@@ -210,7 +228,7 @@ class MemSifterEnv(MemgymEnv):
             head = s.text[:self.preview_chars] + ("..." if len(s.text) > self.preview_chars
                                                   else "")
             lines.append(f"[{i}] {s.date} | keywords: {', '.join(s.keywords)} | {head}")
-        return clean(f"{INSTRUCTIONS}\nQuestion: {self.qa.question}\nCandidate sessions:\n"
+        return clean(f"{self.instructions}\nQuestion: {self.qa.question}\nCandidate sessions:\n"
                      + "\n".join(lines))
 
     def reset(self, *, seed: int | None = None,
@@ -260,7 +278,7 @@ class MemSifterEnv(MemgymEnv):
 
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Score the ranking in ``action``; the episode ends."""
-        parsed = self.codec.decode(action)
+        parsed = self.parse(self.codec, action, self.instructions)
         extra: dict[str, Any] = {"ranking": [], "dropped": [], "score_0": None, "tiers": {},
                                  "weights": {}}
         if not parsed.ok:
