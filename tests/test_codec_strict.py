@@ -180,3 +180,23 @@ def test_a_v1_trajectory_with_cut_steps_replays_exactly(tmp_path):
     path = write_trajectories(trajs, tmp_path / "t.parquet")
     report = replay(load_trajectories(path))
     assert report.ok and report.steps == sum(len(t.steps) for t in trajs)
+
+
+def test_v1_memory_manager_reads_dated_memories_and_the_evidence_teacher_keeps_evidence():
+    from memgym.envs import baselines
+    from memgym.rollouts.runner import run_episodes
+
+    kwargs = {"split": "val", "window": 6}
+    for version in ("v0", "v1"):
+        env_id = f"memgym/LoCoMoMemoryManager-{version}"
+        (store,) = run_episodes(env_id, kwargs, baselines(env_id)["store-all"](), [1],
+                                progress=False)
+        predictions = [q["prediction"] for q in store.steps[-1].info["qa"] if q["score"] > 0]
+        written = {op["text"] for s in store.steps for op in s.ops}
+        assert predictions or version == "v0"  # v1 reads the memory with its turn's date
+        for prediction in predictions:
+            date, _, text = prediction.partition(") ")
+            assert (version == "v1") == (date.startswith("(") and text in written), prediction
+    (teacher,) = run_episodes(env_id, kwargs, baselines(env_id)["evidence"](), [1],
+                              progress=False)
+    assert 0 < sum(bool(s.ops) for s in teacher.steps) < len(teacher.steps)
