@@ -169,30 +169,54 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
           policy: Annotated[list[str] | None, typer.Option(
               help="'baselines' (each env's own), a baseline name, 'smollm2' or a model "
                    "directory; repeatable")] = None,
-          episodes: int = 16, num_envs: int = 16, max_new_tokens: int = 48,
+          episodes: Annotated[int, typer.Option(
+              help="Episodes per policy and env: seeds SEED_BASE..SEED_BASE+EPISODES-1")] = 16,
+          seed_base: Annotated[int, typer.Option(
+              help="First episode seed; every policy runs on the same seeds (default: the "
+                   "validation seeds of memgym train)")] = 1_000_000,  # train.EVAL_SEED_BASE
+          num_envs: int = 16, max_new_tokens: int = 48,
           markdown: Annotated[Path | None, typer.Option(help="Also write the table here")] = None,
+          json_: Annotated[Path | None, typer.Option(
+              "--json", help="Also write the rows here: a JSON list of {env_id, policy, mean, "
+                             "ci_low, ci_high, episodes, paired_diff_low, ...}")] = None,
           env_kw: EnvKw = None, engine: EngineOpt = "hf", base_url: BaseUrl = None) -> None:
     """Mean return of each policy on each env over the same fixed-seed episodes (LLMs decode
-    greedily); one table for all."""
+    greedily), with its 95% percentile-bootstrap interval and the paired difference to the best
+    heuristic (the highest-mean scripted baseline evaluated that reads no gold data: not
+    oracle or evidence; 'reference' in its own row, 0 / 0 in the JSON) on the same seeds; one
+    table for all."""
+    import json
+
     from memgym.envs import ENVS, baselines
-    from memgym.report import markdown_table, print_table
+    from memgym.errors import ConfigError
+    from memgym.report import markdown_table, pair_with_best_heuristic, print_table
     from memgym.train import evaluate
 
+    if episodes < 1 or seed_base < 0:
+        raise ConfigError(f"--episodes must be >= 1 and --seed-base >= 0, got {episodes} and "
+                          f"{seed_base}")
     rows, served = [], _engine(engine, base_url)
     llms: dict[str, object] = {}  # one engine per model, shared across envs
     for env_id in env_ids or list(ENVS):
         names = [n for p in (policy or ["baselines"])
                  for n in (baselines(env_id) if p == "baselines" else [p])]
-        for name in names:
+        results = []
+        for name in dict.fromkeys(names):
             if name not in baselines(env_id) and name not in llms:
                 llms[name] = _policy(env_id, name, 0.0, max_new_tokens, 0, engine=served)
             agent = llms.get(name) or _policy(env_id, name, 0.0, max_new_tokens, 0)
-            result = evaluate(agent, env_id, _kv(env_kw), episodes, num_envs)[0]
+            result = evaluate(agent, env_id, _kv(env_kw), episodes, num_envs, seed_base)[0]
             result.policy = name
-            rows.append((env_id, result))
-    print_table(console, f"mean return over {episodes} fixed-seed episodes {_kv(env_kw)}", rows)
+            results.append(result)
+        pair_with_best_heuristic(results, baselines(env_id))
+        rows += [(env_id, result) for result in results]
+    print_table(console, f"mean return over {episodes} episodes, seeds {seed_base}.."
+                         f"{seed_base + episodes - 1} {_kv(env_kw)}", rows)
     if markdown is not None:
         markdown.write_text(markdown_table(rows))
+    if json_ is not None:
+        json_.write_text(json.dumps([{"env_id": env_id, **r.row()} for env_id, r in rows],
+                                    indent=2))
 
 
 @app.command()

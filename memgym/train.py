@@ -12,6 +12,13 @@ the greedy validation return (``val_return_mean``). ``checkpoint/`` is written e
 committed atomically with a manifest (:mod:`memgym.trainers.checkpoint`); with ``resume`` the
 run continues from it and computes exactly what an uninterrupted run computes.
 
+``eval.json`` maps each policy evaluated on the validation seeds (the env's baselines,
+``untrained``, ``trained``) to :meth:`memgym.report.EvalResult.row`: mean return with its 95%
+bootstrap interval (``ci_low`` / ``ci_high``), episodes, parse-error rate and the paired
+difference to the best heuristic on the same seeds (``paired_with``, ``paired_diff``,
+``paired_diff_low`` / ``paired_diff_high``; :func:`memgym.report.pair_with_best_heuristic`);
+and ``wall_seconds``.
+
 This module, :mod:`memgym.integrations` and the CLI are the application layer: the only parts of
 ``memgym`` that import from ``memgym.rollouts`` and ``memgym.trainers``.
 """
@@ -23,7 +30,6 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +42,14 @@ from memgym.engine import SamplingParams
 from memgym.envs import baselines
 from memgym.errors import ConfigError, RolloutError
 from memgym.metrics import rollout_diagnostics, training_row
-from memgym.report import MetricsLog, print_table, write_plots
+from memgym.report import (
+    EvalResult,
+    MetricsLog,
+    pair_with_best_heuristic,
+    print_table,
+    summarize,
+    write_plots,
+)
 from memgym.rollouts import LLMPolicy, Policy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
 from memgym.rollouts.pipeline import TrainingRollouts
@@ -60,29 +73,11 @@ EVAL_SEED_BASE = 1_000_000  # evaluation seeds never collide with training seeds
 STEPS_FILE = "trajectories.parquet"
 
 
-@dataclass
-class EvalResult:
-    """Mean episode return of a policy over ``episodes`` episodes (std: population std)."""
-
-    policy: str
-    mean: float
-    std: float
-    episodes: int
-    parse_error_rate: float
-
-
-def summarize(policy: str, trajectories: list[Trajectory]) -> EvalResult:
-    """Return statistics and parse-error rate of a batch of trajectories."""
-    returns = np.array([t.episode_return for t in trajectories])
-    steps = [s for t in trajectories for s in t.steps]
-    errors = sum(s.parse_error is not None for s in steps) / max(len(steps), 1)
-    return EvalResult(policy, float(returns.mean()), float(returns.std()), len(returns), errors)
-
-
 def evaluate(policy: Policy, env_id: str, env_kwargs: dict, episodes: int,
-             num_envs: int) -> tuple[EvalResult, list[Trajectory]]:
-    """Run ``episodes`` fixed-seed episodes (seeds ``EVAL_SEED_BASE + i``) and summarize them."""
-    seeds = [EVAL_SEED_BASE + i for i in range(episodes)]
+             num_envs: int, seed_base: int = EVAL_SEED_BASE
+             ) -> tuple[EvalResult, list[Trajectory]]:
+    """Run ``episodes`` fixed-seed episodes (seeds ``seed_base + i``) and summarize them."""
+    seeds = [seed_base + i for i in range(episodes)]
     trajectories = run_episodes(env_id, env_kwargs, policy, seeds, num_envs=num_envs)
     return summarize(policy.name, trajectories), trajectories
 
@@ -314,6 +309,7 @@ class _Run:
             self.before = [self.evaluate(name, cls())
                            for name, cls in baselines(config.env_id).items()]
             self.before.append(self.evaluate("untrained"))
+            pair_with_best_heuristic(self.before, baselines(config.env_id))
             rows, first = [], 0
         print_table(console, f"validation before training ({self.eval_kwargs})", self.before)
         log = MetricsLog(run_dir, rows, config.tensorboard) if main else None
@@ -338,7 +334,8 @@ class _Run:
         self.save(config.iterations, self.next_rng_state, rows)
 
         after = self.evaluate("trained")
-        evals = {r.policy: r.__dict__ for r in [*self.before, after]}
+        pair_with_best_heuristic([*self.before, after], baselines(config.env_id))
+        evals = {r.policy: r.row() for r in [*self.before, after]}
         evals["wall_seconds"] = time.perf_counter() - started
         if main:
             print_table(console, "validation after training", [*self.before, after])

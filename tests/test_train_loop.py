@@ -1,6 +1,7 @@
 """The training loop's features on a tiny real run: exact resume, metrics (CSV + TensorBoard),
 periodic evaluation and plots (real SmolLM2, SyntheticMemoryManager-v0, two-step episodes)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import memgym.train
 from memgym.config import TrainConfig, load_config
+from memgym.envs import baselines
 from memgym.errors import ConfigError
+from memgym.report import PRIVILEGED
 from memgym.train import load_policy, train
 from memgym.trainers.checkpoint import load_checkpoint_state, save_checkpoint
 from memgym.trajectory import trajectories_from_frame
@@ -94,6 +97,16 @@ def test_resume_reproduces_the_next_iteration_exactly(two_iteration_run, algorit
     # weights; the final weights also depend on the restored Adam moments
     assert straight["grad_norm"].iloc[0] > 0 and straight["reward_std"].iloc[0] > 0
 
+    # the evaluation, its intervals and paired differences included, survives the resume (the
+    # baselines' per-episode returns travel in the checkpoint)
+    evals = {name: json.loads((run_dir / "eval.json").read_text())
+             for name, run_dir in (("straight", run.straight), ("stopped", run.stopped))}
+    for name in evals:
+        evals[name].pop("wall_seconds")
+    assert evals["straight"] == evals["stopped"]
+    assert evals["stopped"]["untrained"]["paired_with"] in set(baselines(TINY["env_id"])) - (
+        PRIVILEGED)
+
     # weights after the second step are bit-identical
     a = load_file(run.straight / "checkpoint" / "model.safetensors")
     b = load_file(run.stopped / "checkpoint" / "model.safetensors")
@@ -121,6 +134,16 @@ def test_metrics_tensorboard_eval_and_plots(two_iteration_run):
     assert metrics["op_add"].notna().any()  # NaN where no action parsed (no ops to mix)
     assert abs(metrics["kl"].iloc[0]) < 1e-6 < metrics["kl"].iloc[1]  # moved off the reference
     assert metrics["val_return_mean"].iloc[-1] == evals["trained"]["mean"]  # same greedy policy
+    assert json.loads((run_dir / "eval.json").read_text()) == evals
+    best = max((r for name, r in evals.items() if name in baselines(TINY["env_id"])
+                and name not in PRIVILEGED), key=lambda r: r["mean"])
+    for name in ("untrained", "trained", best["policy"]):
+        row = evals[name]
+        assert row["episodes"] == TINY["eval_episodes"]
+        assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+        assert row["paired_with"] == best["policy"]
+        assert row["paired_diff"] == pytest.approx(row["mean"] - best["mean"])
+    assert best["paired_diff_low"] == best["paired_diff_high"] == 0.0
 
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
