@@ -70,11 +70,11 @@ def test_summaries_of_scripted_rollouts():
     for cls in baselines(ENV_ID).values():
         trajs += run_episodes(ENV_ID, {"window": 4}, cls(), range(6), progress=False)
     table = summarize(trajs)
-    assert len(table) == 24
+    assert len(table) == 6 * len(baselines(ENV_ID))
     for traj, row in zip(trajs, table.itertuples(), strict=True):
         assert row.bank_size_final == traj.steps[-1].info["bank_size"]  # exact reconstruction
     per_policy = summarize(trajs, by="policy").set_index("policy")
-    assert list(per_policy["trajectories"]) == [6, 6, 6, 6]
+    assert set(per_policy["trajectories"]) == {6}
     assert per_policy.at["noop", "writes"] == 0 and per_policy.at["noop", "ops_per_step"] == 0
     assert math.isnan(per_policy.at["noop", "op_add"])  # {"memory": []}: no op to mix
     assert per_policy.at["store-all", "op_add"] == 1.0

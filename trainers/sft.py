@@ -35,6 +35,9 @@ class SFTSettings(BaseModel):
         max_length: Longest tokenized example (prompt + completion); longer ones are truncated
             from the right.
         seed: Seed of the data order and of TRL's trainer.
+        gradient_checkpointing: Recompute activations in backward (TRL's default is on): less
+            memory, one more forward pass; off by default, as ``model.gradient_checkpointing``
+            of ``memgym train`` (a small model on CPU has memory to spare and no time).
     """
 
     epochs: float = Field(1.0, gt=0)
@@ -43,6 +46,7 @@ class SFTSettings(BaseModel):
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(2048, ge=8)
     seed: int = 0
+    gradient_checkpointing: bool = False
 
 
 def sft_dataset(trajectories: Sequence[Trajectory], min_return: float | None = None,
@@ -87,6 +91,7 @@ def make_sft_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dat
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum, max_length=settings.max_length,
         completion_only_loss=True, seed=settings.seed, data_seed=settings.seed,
+        gradient_checkpointing=settings.gradient_checkpointing,
         use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1,
         dataset_num_proc=None, disable_tqdm=True)
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
