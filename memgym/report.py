@@ -21,16 +21,17 @@ from memgym.trajectory import Trajectory
 
 
 def _figure(metrics: pd.DataFrame, columns: dict[str, str], ylabel: str, path: Path,
-            hlines: dict[str, tuple[float, str]] | None = None) -> None:
-    """Line plot of ``metrics[column]`` over iterations (``columns``: column → legend label)."""
+            hlines: dict[str, tuple[float, str, str]] | None = None) -> None:
+    """Line plot of ``metrics[column]`` over iterations (``columns``: column → legend label;
+    ``hlines``: legend label → (value, line style, colour) of a horizontal reference line)."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     for column, label in columns.items():
         if column in metrics and metrics[column].notna().any():
             rows = metrics[metrics[column].notna()]
             ax.plot(rows["iteration"], rows[column], marker="o", label=label)
-    for label, (value, style) in (hlines or {}).items():
-        ax.axhline(value, linestyle=style, color="gray", label=label)
+    for label, (value, style, color) in (hlines or {}).items():
+        ax.axhline(value, linestyle=style, color=color, label=label)
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
     if ax.get_legend_handles_labels()[0]:
@@ -40,15 +41,20 @@ def _figure(metrics: pd.DataFrame, columns: dict[str, str], ylabel: str, path: P
 
 
 def write_plots(metrics: pd.DataFrame, evals: dict, run_dir: Path) -> list[Path]:
-    """``reward_curve.png`` (train reward, periodic val return, val before/after), ``kl.png``
+    """``reward_curve.png`` (train reward, periodic val return, val before/after and every
+    non-privileged scripted heuristic as reference lines), ``kl.png``
     (KL to the reference and clip fraction) and ``op_mix.png`` (ops per step by kind).
 
     Returns:
         The paths written.
     """
     paths = [run_dir / "reward_curve.png", run_dir / "kl.png", run_dir / "op_mix.png"]
-    hlines = {f"val {name}": (evals[name]["mean"], style)
+    hlines = {f"val {name}": (evals[name]["mean"], style, "gray")
               for name, style in (("untrained", "--"), ("trained", "-")) if name in evals}
+    heuristics = [name for name, row in evals.items()
+                  if isinstance(row, dict) and name not in ("untrained", "trained", *PRIVILEGED)]
+    hlines |= {f"val {name}": (evals[name]["mean"], ":", f"C{i + 2}")  # C0, C1: the curves
+               for i, name in enumerate(heuristics)}
     _figure(metrics, {"reward_mean": "train reward (mean)", "val_return_mean": "val return"},
             "episode return", paths[0], hlines)
     _figure(metrics, {"kl": "KL to reference", "clip_frac": "clip fraction"}, "per token",
