@@ -12,8 +12,12 @@ the greedy validation return (``val_return_mean``). ``checkpoint/`` is written e
 committed atomically with a manifest (:mod:`memgym.trainers.checkpoint`); with ``resume`` the
 run continues from it and computes exactly what an uninterrupted run computes.
 
+With ``warm_start:`` the policy is fine-tuned (SFT) on a scripted teacher's rollouts after the
+``untrained`` evaluation and evaluated again as ``warm start`` before RL
+(:mod:`memgym.trainers.warm_start`; the model is saved to ``run_dir/warm_start/``).
+
 ``eval.json`` maps each policy evaluated on the validation seeds (the env's baselines,
-``untrained``, ``trained``) to :meth:`memgym.report.EvalResult.row`: mean return with its 95%
+``untrained``, ``warm start``, ``trained``) to :meth:`memgym.report.EvalResult.row`: mean return with its 95%
 bootstrap interval (``ci_low`` / ``ci_high``), episodes, parse-error rate and the paired
 difference to the best heuristic on the same seeds (``paired_with``, ``paired_diff``,
 ``paired_diff_low`` / ``paired_diff_high``; :func:`memgym.report.pair_with_best_heuristic`);
@@ -62,6 +66,7 @@ from memgym.trainers.checkpoint import (
 from memgym.trainers.grpo import GRPOTrainer
 from memgym.trainers.ppo import PPOTrainer
 from memgym.trainers.sharded_checkpoint import save_sharded_checkpoint
+from memgym.trainers.warm_start import WARM_START_SEED_BASE, warm_start
 from memgym.trajectory import (
     Trajectory,
     load_trajectories,
@@ -111,7 +116,7 @@ def load_policy(config: TrainConfig, checkpoint: Path | None = None):
 
 
 RUN_FILES = (STEPS_FILE, "metrics.csv", "eval.json", "checkpoint", "checkpoint.old",
-             "checkpoint.partial")
+             "checkpoint.partial", "warm_start")
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -195,6 +200,22 @@ class _Run:
         result.policy = label
         self.trajectories.extend(trajs)
         return result
+
+    def warm_start(self) -> None:
+        """SFT the policy on the ``warm_start.policy`` teacher's rollouts of the training env
+        (:mod:`memgym.trainers.warm_start`); the model is saved to ``run_dir/warm_start``."""
+        config, settings = self.config, self.config.warm_start
+        teacher = baselines(config.env_id)[settings.policy]()
+        seeds = [WARM_START_SEED_BASE + i for i in range(settings.episodes)]
+        trajectories = run_episodes(config.env_id, config.env, teacher, seeds,
+                                    num_envs=config.num_envs, progress=False)
+        started = time.perf_counter()
+        fit = warm_start(self.model, self.tokenizer, trajectories, settings,
+                         self.run_dir / "warm_start", config.seed)
+        self.console.print(f"warm start: SFT on {fit['examples']} steps of {settings.policy!r} "
+                           f"(return {np.mean([t.episode_return for t in trajectories]):.3f}), "
+                           f"loss {fit['loss_first']:.3f} → {fit['loss_last']:.3f} "
+                           f"({time.perf_counter() - started:.0f}s)")
 
     def restore(self, state: dict, source: Path) -> tuple[list[dict], int]:
         """Continue from a checkpoint's state; returns its metric rows and next iteration.
@@ -309,6 +330,9 @@ class _Run:
             self.before = [self.evaluate(name, cls())
                            for name, cls in baselines(config.env_id).items()]
             self.before.append(self.evaluate("untrained"))
+            if config.warm_start is not None:
+                self.warm_start()
+                self.before.append(self.evaluate("warm start"))
             pair_with_best_heuristic(self.before, baselines(config.env_id))
             rows, first = [], 0
         print_table(console, f"validation before training ({self.eval_kwargs})", self.before)
@@ -360,7 +384,8 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         The evaluation summary written to ``eval.json``.
 
     Raises:
-        ConfigError: The checkpoint to resume from fails its manifest or does not fit the run.
+        ConfigError: The checkpoint to resume from fails its manifest or does not fit the run,
+            or ``warm_start.policy`` is not a baseline of the env.
         RolloutError: Rollouts failed, or a batch came back staler than allowed.
     """
     dist_config = config.distributed
@@ -376,6 +401,10 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
     if not main:
         console = Console(quiet=True)
     run_dir = Path(config.run_dir)
+    teachers = baselines(config.env_id)
+    if config.warm_start is not None and config.warm_start.policy not in teachers:
+        raise ConfigError(f"warm_start.policy must be a baseline of {config.env_id}: one of "
+                          f"{sorted(teachers)}, got {config.warm_start.policy!r}")
     if main:
         prepare_run_dir(run_dir, config.resume, config.overwrite)
     if dist is not None:

@@ -27,13 +27,14 @@ from memgym.config.run import (
     ModelConfig,
     SamplingConfig,
     TrainConfig,
+    WarmStartConfig,
 )
 from memgym.config.trainer import GRPOConfig, PPOConfig, TrainerConfig
 from memgym.errors import ConfigError
 
 __all__ = ["DistributedConfig", "GRPOConfig", "LoraConfig", "ModelConfig", "PPOConfig",
            "RolloutConfig", "SamplingConfig", "Section", "TrainConfig", "TrainerConfig",
-           "load_config", "parse_overrides"]
+           "WarmStartConfig", "load_config", "parse_overrides"]
 
 SHORTHANDS = {"model": "model.name_or_path"}  # a scalar given for a section sets this key
 

@@ -101,6 +101,29 @@ class LoraConfig(Section):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
+class WarmStartConfig(Section):
+    """SFT warm start before RL: the policy imitates a scripted teacher's actions on training
+    episodes (seeds disjoint from the RL and validation seeds), loss on the actions only.
+
+    Attributes:
+        policy: A scripted baseline of the env (``memgym envs`` lists them), e.g. a privileged
+            teacher; its trajectories are rollouts of the training ``env``.
+        episodes: Teacher episodes (each step is one example).
+        epochs: Passes over the examples.
+        learning_rate: AdamW learning rate (constant).
+        batch_size: Examples per optimizer step.
+        balance: Keep at most as many steps whose action has no op as steps with ops (an
+            imitator of a teacher that mostly writes nothing learns to write nothing).
+    """
+
+    policy: str
+    episodes: int = Field(32, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    balance: bool = False
+
+
 class SamplingConfig(Section):
     """Sampling during training rollouts (evaluation decodes greedily)."""
 
@@ -143,6 +166,9 @@ class TrainConfig(Section):
             ``local`` / ``auto`` / ``ray://…`` uses the Ray runner
             (:class:`memgym.config.rollout.RolloutConfig`).
         distributed: Data-parallel / sharded training (:class:`DistributedConfig`).
+        warm_start: SFT on a scripted teacher's rollouts after the baselines and the untrained
+            policy are evaluated, before RL (:class:`WarmStartConfig`); None: none. The KL
+            reference stays the untrained model.
     """
 
     run_dir: str = "runs/quickstart"
@@ -168,6 +194,7 @@ class TrainConfig(Section):
     ppo: PPOConfig = PPOConfig()
     rollout: RolloutConfig = RolloutConfig()
     distributed: DistributedConfig = DistributedConfig()
+    warm_start: WarmStartConfig | None = None
 
     @field_validator("model", mode="before")
     @classmethod
@@ -194,6 +221,10 @@ class TrainConfig(Section):
         if self.distributed.strategy != "none" and self.rollout.ray_address is not None:
             raise ValueError("distributed training rolls out on each rank's own engine: "
                              "remove rollout.ray_address (or distributed.strategy)")
+        if self.warm_start is not None and (self.distributed.strategy != "none"
+                                            or self.lora is not None):
+            raise ValueError("warm_start fine-tunes the whole model in one process: remove "
+                             "lora and distributed.strategy, or warm-start with `memgym sft`")
         if self.rollout.engine == "openai":
             raise ValueError("rollout.engine 'openai' serves weights memgym cannot update: "
                              "train with 'hf' or 'vllm' (openai is for rollout and eval)")

@@ -1,0 +1,60 @@
+"""The SFT warm start of ``memgym train`` (``warm_start:``)."""
+
+import pytest
+from datasets import Dataset
+
+from memgym.config import TrainConfig, WarmStartConfig, load_config
+from memgym.engine import SamplingParams
+from memgym.envs import baselines
+from memgym.errors import ConfigError
+from memgym.rollouts import LLMPolicy, run_episodes
+from memgym.rollouts.hf import HFEngine, load_model
+from memgym.train import train
+from memgym.trainers.warm_start import balanced, warm_start
+
+ENV_ID = "memgym/SyntheticMemoryManager-v1"
+TINY = {"split": "train", "num_keys": 1, "num_updates": 2, "interference": 0, "num_questions": 1}
+
+
+def test_balanced_keeps_every_write_and_as_many_empty_actions():
+    data = Dataset.from_list([{"i": i} for i in range(10)])
+    has_ops = [i in (2, 5, 7) for i in range(10)]
+    kept = balanced(data, has_ops, seed=0)
+    ids = sorted(kept["i"])
+    assert len(ids) == 6 and {2, 5, 7} <= set(ids)
+    assert kept["i"] == balanced(data, has_ops, seed=0)["i"]  # seeded
+    assert kept["i"] != balanced(data, has_ops, seed=1)["i"]
+    assert len(balanced(data, [True] * 2 + [False] * 8, seed=0)) == 4
+
+
+def test_warm_start_config_is_checked_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="warm_start fine-tunes the whole model"):
+        load_config("experiments/quickstart.yaml", {
+            "warm_start": {"policy": "oracle"}, "lora": {"r": 4}})
+    config = TrainConfig(env_id=ENV_ID, run_dir=str(tmp_path / "run"),
+                         warm_start=WarmStartConfig(policy="nobody"))
+    with pytest.raises(ConfigError, match="warm_start.policy must be a baseline"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_warm_start_fits_the_teacher_and_the_engine_generates_with_the_new_weights(tmp_path):
+    teacher = baselines(ENV_ID)["oracle"]()
+    trajectories = run_episodes(ENV_ID, TINY, teacher, list(range(4)), num_envs=4,
+                                progress=False)
+    model, tokenizer = load_model("smollm2")
+    engine = HFEngine(model, tokenizer)  # built before: its weight copies must follow
+    policy = LLMPolicy(engine, SamplingParams(max_new_tokens=40, temperature=0.0))
+    step = trajectories[0].steps[0]
+    before = policy.act([step.observation], [{}])[0].text
+    fit = warm_start(model, tokenizer, trajectories,
+                     WarmStartConfig(policy="oracle", epochs=3, learning_rate=3e-4,
+                                     batch_size=4), tmp_path / "ws", seed=0)
+    assert fit["examples"] == sum(len(t.steps) for t in trajectories)
+    assert fit["loss_last"] < fit["loss_first"] / 2
+    after = policy.act([step.observation], [{}])[0].text
+    saved, _ = load_model(str(tmp_path / "ws"))
+    fresh = LLMPolicy(HFEngine(saved, tokenizer),
+                      SamplingParams(max_new_tokens=40, temperature=0.0))
+    assert after == fresh.act([step.observation], [{}])[0].text != before

@@ -1,0 +1,80 @@
+"""The SFT warm start of ``memgym train`` (``warm_start:``): the policy imitates a scripted
+teacher on training episodes before RL.
+
+The teacher's rollouts are ordinary trajectories of the training env (seeds from
+:data:`WARM_START_SEED_BASE`, disjoint from the RL seeds, drawn from ``seed``'s RNG below
+``2**31``, and from the validation seeds of :data:`memgym.train.EVAL_SEED_BASE`), turned into
+prompt-completion examples by :func:`memgym.trainers.sft.sft_dataset` and fitted with TRL's
+``SFTTrainer``, the loss on the action tokens only.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizer
+
+from memgym.config import WarmStartConfig
+from memgym.errors import ConfigError
+from memgym.trainers.grpo import mark_updated
+from memgym.trainers.sft import SFTSettings, sft_dataset, train_sft
+from memgym.trajectory import Trajectory
+
+WARM_START_SEED_BASE = 3_000_000_000  # above RL seeds (< 2**31) and validation seeds (1e6 + i)
+
+
+def balanced(dataset: Dataset, has_ops: list[bool], seed: int) -> Dataset:
+    """At most as many examples whose action applies no op (``{"memory": []}``, no call) as
+    examples with ops, the surplus dropped at random (``seed``); order shuffled.
+
+    Args:
+        dataset: From :func:`~memgym.trainers.sft.sft_dataset`.
+        has_ops: Per example, whether its step's action applied ops.
+        seed: Seed of the drop and the shuffle.
+    """
+    writes = [i for i, ops in enumerate(has_ops) if ops]
+    empty = [i for i, ops in enumerate(has_ops) if not ops]
+    rng = random.Random(seed)
+    rng.shuffle(empty)
+    kept = writes + empty[:len(writes)]
+    rng.shuffle(kept)
+    return dataset.select(kept)
+
+
+def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
+               trajectories: list[Trajectory], settings: WarmStartConfig, out_dir: Path,
+               seed: int) -> dict:
+    """Fine-tune ``model`` in place on the teacher's ``trajectories``.
+
+    Args:
+        model: The policy (plain, one process); its parameters stay the same tensors, so an
+            optimizer and engine built on them see the update.
+        tokenizer: Its tokenizer.
+        trajectories: The teacher's rollouts of the training env.
+        settings: The ``warm_start:`` section.
+        out_dir: Where TRL writes and the fine-tuned model is saved.
+        seed: Seed of the data order.
+
+    Returns:
+        ``{"examples", "loss_first", "loss_last"}`` of the fit.
+
+    Raises:
+        ConfigError: The teacher's steps hold nothing to learn (no parsed step, or with
+            ``balance`` no step with ops).
+    """
+    dataset = sft_dataset(trajectories)
+    if settings.balance:  # sft_dataset keeps every parsed step, in order
+        has_ops = [bool(s.ops) for t in trajectories for s in t.steps if s.parse_error is None]
+        dataset = balanced(dataset, has_ops, seed)
+        if len(dataset) == 0:
+            raise ConfigError(f"warm_start.balance: the teacher {settings.policy!r} wrote "
+                              "no op in its episodes: nothing to balance against")
+    history = train_sft(model, tokenizer, dataset, out_dir, SFTSettings(
+        epochs=settings.epochs, learning_rate=settings.learning_rate,
+        batch_size=settings.batch_size, seed=seed))
+    mark_updated([p for p in model.parameters() if p.requires_grad])  # TRL's fused AdamW
+    losses = [h["loss"] for h in history if "loss" in h]
+    return {"examples": len(dataset), "loss_first": float(losses[0]) if losses else float("nan"),
+            "loss_last": float(losses[-1]) if losses else float("nan")}
