@@ -33,7 +33,7 @@ def test_warm_start_config_is_checked_before_any_work(tmp_path):
             "warm_start": {"policy": "oracle"}, "lora": {"r": 4}})
     config = TrainConfig(env_id=ENV_ID, run_dir=str(tmp_path / "run"),
                          warm_start=WarmStartConfig(policy="nobody"))
-    with pytest.raises(ConfigError, match="warm_start.policy must be a baseline"):
+    with pytest.raises(ConfigError, match=r"warm_start\.policy must be a baseline"):
         train(config)
     assert not (tmp_path / "run").exists()
 
