@@ -18,10 +18,10 @@ With ``warm_start:`` the policy is fine-tuned (SFT) on a scripted teacher's roll
 
 ``eval.json`` maps each policy evaluated on the validation seeds (the env's baselines,
 ``untrained``, ``warm start``, ``trained``) to :meth:`memgym.report.EvalResult.row`: mean
-return with its 95% bootstrap interval (``ci_low`` / ``ci_high``), episodes, parse-error rate and the paired
-difference to the best heuristic on the same seeds (``paired_with``, ``paired_diff``,
-``paired_diff_low`` / ``paired_diff_high``; :func:`memgym.report.pair_with_best_heuristic`);
-and ``wall_seconds``.
+return with its 95% bootstrap interval (``ci_low`` / ``ci_high``), episodes, parse-error rate
+and the paired difference to the best heuristic on the same seeds (``paired_with``,
+``paired_diff``, ``paired_diff_low`` / ``paired_diff_high``;
+:func:`memgym.report.pair_with_best_heuristic`); and ``wall_seconds``.
 
 This module, :mod:`memgym.integrations` and the CLI are the application layer: the only parts of
 ``memgym`` that import from ``memgym.rollouts`` and ``memgym.trainers``.
