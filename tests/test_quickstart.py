@@ -13,12 +13,13 @@ pytestmark = pytest.mark.slow
 
 def test_tiny_quickstart_writes_outputs_and_replays(tmp_path):
     run_dir = tmp_path / "qs"
-    # one group of 2 rollouts per iteration, 16 new tokens (not 40; the sampling section is
-    # replaced whole, so it restates the quickstart's temperature)
+    # one group of 2 rollouts per iteration, 16 new tokens (the sampling section is replaced
+    # whole, so it restates the quickstart's temperature), a warm start on one teacher episode
     args = ["train", "experiments/quickstart.yaml", "--set", f"run_dir={run_dir}",
             "--set", "iterations=2", "--set", "episodes_per_iteration=1", "--set",
             "group_size=2", "--set", "eval_episodes=2", "--set", "num_envs=4",
-            "--set", "sampling={max_new_tokens: 16, temperature: 0.8}"]
+            "--set", "sampling={max_new_tokens: 16, temperature: 0.8}",
+            "--set", "warm_start.episodes=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in ("trajectories.parquet", "metrics.csv", "reward_curve.png",
@@ -27,7 +28,8 @@ def test_tiny_quickstart_writes_outputs_and_replays(tmp_path):
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert list(metrics["iteration"]) == [0, 1] and metrics["loss"].notna().all()
     evals = json.loads((run_dir / "eval.json").read_text())
-    assert {"noop", "store-all", "mem0-like", "untrained", "trained"} <= set(evals)
+    assert {"noop", "store-all", "mem0-like", "untrained", "warm start", "trained"} <= set(evals)
     assert evals["noop"]["episodes"] == 2
+    assert (run_dir / "warm_start" / "model.safetensors").is_file()
     replayed = CliRunner().invoke(app, ["replay", str(run_dir / "trajectories.parquet")])
     assert replayed.exit_code == 0 and "0 divergences" in replayed.output
