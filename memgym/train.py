@@ -66,7 +66,6 @@ from memgym.trainers.checkpoint import (
 from memgym.trainers.grpo import GRPOTrainer
 from memgym.trainers.ppo import PPOTrainer
 from memgym.trainers.sharded_checkpoint import save_sharded_checkpoint
-from memgym.trainers.warm_start import WARM_START_SEED_BASE, warm_start
 from memgym.trajectory import (
     Trajectory,
     load_trajectories,
@@ -204,6 +203,9 @@ class _Run:
     def warm_start(self) -> None:
         """SFT the policy on the ``warm_start.policy`` teacher's rollouts of the training env
         (:mod:`memgym.trainers.warm_start`); the model is saved to ``run_dir/warm_start``."""
+        # TRL and datasets only when a run warm-starts (the vLLM venv has neither)
+        from memgym.trainers.warm_start import WARM_START_SEED_BASE, warm_start
+
         config, settings = self.config, self.config.warm_start
         teacher = baselines(config.env_id)[settings.policy]()
         seeds = [WARM_START_SEED_BASE + i for i in range(settings.episodes)]
