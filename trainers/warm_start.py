@@ -2,9 +2,9 @@
 teacher on training episodes before RL.
 
 The teacher's rollouts are ordinary trajectories of the training env (seeds from
-:data:`WARM_START_SEED_BASE`, disjoint from the RL seeds, drawn from ``seed``'s RNG below
-``2**31``, and from the validation seeds of :data:`memgym.train.EVAL_SEED_BASE`), turned into
-prompt-completion examples by :func:`memgym.trainers.sft.sft_dataset` and fitted with TRL's
+:data:`WARM_START_SEED_BASE` on: disjoint from the RL seeds, which the run's RNG draws below
+``2**31``, and from the validation seeds from :data:`memgym.train.EVAL_SEED_BASE`), turned
+into prompt-completion examples by :func:`memgym.trainers.sft.sft_dataset` and fitted with TRL's
 ``SFTTrainer``, the loss on the action tokens only.
 """
 

@@ -175,7 +175,7 @@ def _copied(value: str, instructions: str, words: str) -> bool:
 
 
 def strict_result(result: ParseResult, text: str, *, cut: bool = False,
-           instructions: str = "") -> ParseResult:
+                  instructions: str = "") -> ParseResult:
     """A codec's parse under the strict rules a reward needs (issue 18): a completion cut at
     ``max_new_tokens``, text after the action and op text copied from the instructions are
     format errors, recorded like parse errors.
