@@ -2,7 +2,9 @@
 
 Memory-R1 rewards the memory manager with the EM of a *frozen* answer agent after its ops are
 applied. Two agents are offered: :class:`RecallAnswerer`, fast and deterministic (CPU training),
-and :class:`LLMAnswerer`, a frozen LLM through any :class:`memgym.engine.Engine`.
+and :class:`LLMAnswerer`, a frozen LLM through any :class:`memgym.engine.Engine` or through a
+served reader (:class:`~memgym.envs.answer_server.AnswerServer`: batched across envs, cached),
+which env kwargs name as ``answerer="served:<name>"``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from memgym.engine import Engine, SamplingParams
+from memgym.envs.answer_server import SERVED, AnswerServer, lookup_reader
 from memgym.errors import ConfigError
 from memgym.memory import MemoryBank, MemoryEntry
 from memgym.retrieval import BM25Index
@@ -128,15 +131,22 @@ class RecallAnswerer:
 def make_answerer(answerer: str | Answerer, top_k: int = 5) -> Answerer:
     """An env's ``answerer`` argument → the answerer: ``"recall"`` / ``"span"`` build a
     :class:`RecallAnswerer` over the top-``top_k`` memories that scores whole memories / their
-    best answer span; an :class:`Answerer` passes through.
+    best answer span; ``"served:<name>"`` an :class:`LLMAnswerer` over the top-``top_k``
+    memories through the reader registered as ``name``
+    (:func:`~memgym.envs.answer_server.register_reader`, with its metric); an
+    :class:`Answerer` passes through.
 
     Raises:
-        ConfigError: ``answerer`` is another string.
+        ConfigError: ``answerer`` is another string, or names no registered reader.
     """
     if not isinstance(answerer, str):
         return answerer
+    if answerer.startswith(SERVED):
+        server, metric = lookup_reader(answerer[len(SERVED):])
+        return LLMAnswerer(server, top_k=top_k, metric=metric)
     if answerer not in ("recall", "span"):
-        raise ConfigError(f"answerer must be 'recall', 'span' or an Answerer, got {answerer!r}")
+        raise ConfigError(f"answerer must be 'recall', 'span', 'served:<name>' or an Answerer, "
+                          f"got {answerer!r}")
     return RecallAnswerer(top_k=top_k, span=answerer == "span")
 
 
@@ -153,20 +163,33 @@ class LLMAnswerer:
     the useful ones and answers in ≤ 6 words after ``**Answer:**``; greedy decoding.
 
     Args:
-        engine: Any :class:`Engine`; all questions are generated in one batch.
+        engine: Any :class:`Engine`, all questions of a call generated in one batch; or an
+            :class:`~memgym.envs.answer_server.AnswerServer`, which batches them with other
+            callers' and caches each completion by ``(question, memory texts shown)``.
         top_k: Memories shown per question (Memory-R1 uses ~60).
         metric: ``"f1"`` or ``"em"``.
-        max_new_tokens: Generation budget per answer.
+        max_new_tokens: Generation budget per answer (default 48 on an engine; a server
+            generates with its own, so None or equal to it).
+
+    Raises:
+        ConfigError: Unknown metric, or ``max_new_tokens`` differs from the server's.
     """
 
     name = "llm"
 
-    def __init__(self, engine: Engine, top_k: int = 30, metric: str = "f1",
-                 max_new_tokens: int = 48) -> None:
+    def __init__(self, engine: Engine | AnswerServer, top_k: int = 30, metric: str = "f1",
+                 max_new_tokens: int | None = None) -> None:
         self.engine = engine
         self.top_k = top_k
         self.metric = _metric(metric)
-        self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+        if isinstance(engine, AnswerServer):
+            if max_new_tokens not in (None, engine.params.max_new_tokens):
+                raise ConfigError(f"max_new_tokens={max_new_tokens}, but the server "
+                                  f"{engine.name} generates {engine.params.max_new_tokens}")
+            self.params = engine.params
+        else:
+            self.params = SamplingParams(
+                max_new_tokens=48 if max_new_tokens is None else max_new_tokens, temperature=0.0)
 
     @staticmethod
     def extract(text: str) -> str:
@@ -174,22 +197,36 @@ class LLMAnswerer:
         parts = re.split(r"\*{0,2}Answer:\*{0,2}", text)
         return parts[-1].strip().splitlines()[0].strip() if parts[-1].strip() else ""
 
+    @staticmethod
+    def prompt(question: str, memories: Sequence[str]) -> list[dict[str, str]]:
+        """The chat prompt for ``question`` with ``memories`` (texts, best first)."""
+        shown = "\n".join(f"- {m}" for m in memories) or "(no memories)"
+        return [{"role": "user", "content": ANSWER_PROMPT.format(memories=shown,
+                                                                 question=question)}]
+
     def answer(self, questions: Sequence[Question], bank: MemoryBank) -> list[Answered]:
-        """See :class:`Answerer`."""
+        """See :class:`Answerer`.
+
+        Raises:
+            EngineError: The engine failed.
+        """
         entries = bank.entries()
         index = BM25Index([e.text for e in entries])
-        prompts, reads = [], []
+        keys, reads = [], []
         for q in questions:
             hits = index.search(q.question, self.top_k)
             reads.append(_retrieval(entries, hits, q.answers)[0])
-            memories = "\n".join(f"- {entries[i].text}" for i, _ in hits) or "(no memories)"
-            prompts.append([{"role": "user",
-                             "content": ANSWER_PROMPT.format(memories=memories,
-                                                             question=q.question)}])
-        completions = self.engine.generate(prompts, self.params) if prompts else []
+            keys.append((q.question, tuple(entries[i].text for i, _ in hits)))
+        prompts = [self.prompt(*key) for key in keys]
+        if not prompts:
+            texts = []
+        elif isinstance(self.engine, AnswerServer):
+            texts = self.engine.read(keys, prompts)
+        else:
+            texts = [c.text for c in self.engine.generate(prompts, self.params)]
         out = []
-        for q, c, read in zip(questions, completions, reads, strict=True):
-            pred = self.extract(c.text)
+        for q, text, read in zip(questions, texts, reads, strict=True):
+            pred = self.extract(text)
             score = max(self.metric(pred, a) for a in q.answers)
             out.append(Answered(q.question, q.answers[0], pred, score, **read))
         return out

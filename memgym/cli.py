@@ -179,7 +179,12 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
           json_: Annotated[Path | None, typer.Option(
               "--json", help="Also write the rows here: a JSON list of {env_id, policy, mean, "
                              "ci_low, ci_high, episodes, paired_diff_low, ...}")] = None,
-          env_kw: EnvKw = None, engine: EngineOpt = "hf", base_url: BaseUrl = None) -> None:
+          env_kw: EnvKw = None, engine: EngineOpt = "hf", base_url: BaseUrl = None,
+          reader: Annotated[str | None, typer.Option(
+              help="Serve a frozen LLM answer agent over this model ('smollm2' or a model "
+                   "directory; hf engine, greedy, batched, cached) as the reader 'llm', which "
+                   "-e answerer=served:llm selects; envs are then stepped on NUM_ENVS threads")
+          ] = None) -> None:
     """Mean return of each policy on each env over the same fixed-seed episodes (LLMs decode
     greedily), with its 95% percentile-bootstrap interval and the paired difference to the best
     heuristic (the highest-mean scripted baseline evaluated that reads no gold data: not
@@ -187,29 +192,33 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
     table for all."""
     import json
 
-    from memgym.envs import ENVS, baselines
+    from memgym.config.run import served_names
+    from memgym.envs import ENVS
     from memgym.errors import ConfigError
-    from memgym.report import markdown_table, pair_with_best_heuristic, print_table
-    from memgym.train import evaluate
+    from memgym.report import markdown_table, print_table
 
     if episodes < 1 or seed_base < 0:
         raise ConfigError(f"--episodes must be >= 1 and --seed-base >= 0, got {episodes} and "
                           f"{seed_base}")
-    rows, served = [], _engine(engine, base_url)
-    llms: dict[str, object] = {}  # one engine per model, shared across envs
-    for env_id in env_ids or list(ENVS):
-        names = [n for p in (policy or ["baselines"])
-                 for n in (baselines(env_id) if p == "baselines" else [p])]
-        results = []
-        for name in dict.fromkeys(names):
-            if name not in baselines(env_id) and name not in llms:
-                llms[name] = _policy(env_id, name, 0.0, max_new_tokens, 0, engine=served)
-            agent = llms.get(name) or _policy(env_id, name, 0.0, max_new_tokens, 0)
-            result = evaluate(agent, env_id, _kv(env_kw), episodes, num_envs, seed_base)[0]
-            result.policy = name
-            results.append(result)
-        pair_with_best_heuristic(results, baselines(env_id))
-        rows += [(env_id, result) for result in results]
+    named = served_names(_kv(env_kw))
+    if named - {"llm"} or (named and reader is None):
+        raise ConfigError(f"-e answerer=served:{min(named)} needs a served reader: pass "
+                          f"--reader MODEL and -e answerer=served:llm")
+    served_reader = None
+    if reader is not None:
+        from memgym.config.run import ReaderConfig
+        from memgym.reader import ServedReader
+
+        served_reader = ServedReader(ReaderConfig(model=reader))
+    try:
+        rows = _eval_rows(env_ids or list(ENVS), policy, episodes, seed_base, num_envs,
+                          max_new_tokens, _kv(env_kw), _engine(engine, base_url),
+                          num_envs if reader else 1)
+        if served_reader is not None:
+            console.print(served_reader.describe())
+    finally:
+        if served_reader is not None:
+            served_reader.close()
     print_table(console, f"mean return over {episodes} episodes, seeds {seed_base}.."
                          f"{seed_base + episodes - 1} {_kv(env_kw)}", rows)
     if markdown is not None:
@@ -217,6 +226,35 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
     if json_ is not None:
         json_.write_text(json.dumps([{"env_id": env_id, **r.row()} for env_id, r in rows],
                                     indent=2))
+
+
+def _eval_rows(env_ids: list[str], policy: list[str] | None, episodes: int, seed_base: int,
+               num_envs: int, max_new_tokens: int, env_kwargs: dict, llm_engine,
+               step_threads: int) -> list[tuple[str, object]]:
+    """``(env id, EvalResult)`` of each policy on each env (see :func:`eval_`); an LLM policy's
+    engine is ``llm_engine`` (a ``RolloutConfig``), built once per model and shared across
+    envs; the envs of a tick are stepped on ``step_threads`` threads."""
+    from memgym.envs import baselines
+    from memgym.report import pair_with_best_heuristic
+    from memgym.train import evaluate
+
+    rows = []
+    llms: dict[str, object] = {}  # one engine per model, shared across envs
+    for env_id in env_ids:
+        names = [n for p in (policy or ["baselines"])
+                 for n in (baselines(env_id) if p == "baselines" else [p])]
+        results = []
+        for name in dict.fromkeys(names):
+            if name not in baselines(env_id) and name not in llms:
+                llms[name] = _policy(env_id, name, 0.0, max_new_tokens, 0, engine=llm_engine)
+            agent = llms.get(name) or _policy(env_id, name, 0.0, max_new_tokens, 0)
+            result = evaluate(agent, env_id, env_kwargs, episodes, num_envs, seed_base,
+                              step_threads=step_threads)[0]
+            result.policy = name
+            results.append(result)
+        pair_with_best_heuristic(results, baselines(env_id))
+        rows += [(env_id, result) for result in results]
+    return rows
 
 
 @app.command()

@@ -12,6 +12,12 @@ the greedy validation return (``val_return_mean``). ``checkpoint/`` is written e
 committed atomically with a manifest (:mod:`memgym.trainers.checkpoint`); with ``resume`` the
 run continues from it and computes exactly what an uninterrupted run computes.
 
+With ``reader:`` a frozen LLM answer agent is served to the envs that name it
+(``answerer: served:<name>``, :mod:`memgym.reader`) for the whole run: rollouts, warm start and
+evaluations step their envs on ``reader.step_threads`` threads so that the questions of envs
+ending together go to it as one batch; ``metrics.csv`` gets its counters per iteration
+(``reader_requests``, ``reader_hits``, ``reader_generated``, ``reader_engine_calls``, ...).
+
 With ``warm_start:`` the policy is fine-tuned (SFT) on a scripted teacher's rollouts after the
 ``untrained`` evaluation and evaluated again as ``warm start`` before RL
 (:mod:`memgym.trainers.warm_start`; the model is saved to ``run_dir/warm_start/``).
@@ -46,6 +52,7 @@ from memgym.engine import SamplingParams
 from memgym.envs import baselines
 from memgym.errors import ConfigError, RolloutError
 from memgym.metrics import rollout_diagnostics, training_row
+from memgym.reader import ServedReader, check_readers
 from memgym.report import (
     EvalResult,
     MetricsLog,
@@ -78,11 +85,13 @@ STEPS_FILE = "trajectories.parquet"
 
 
 def evaluate(policy: Policy, env_id: str, env_kwargs: dict, episodes: int,
-             num_envs: int, seed_base: int = EVAL_SEED_BASE
+             num_envs: int, seed_base: int = EVAL_SEED_BASE, step_threads: int = 1
              ) -> tuple[EvalResult, list[Trajectory]]:
-    """Run ``episodes`` fixed-seed episodes (seeds ``seed_base + i``) and summarize them."""
+    """Run ``episodes`` fixed-seed episodes (seeds ``seed_base + i``; envs stepped on
+    ``step_threads`` threads, see :func:`~memgym.rollouts.run_episodes`) and summarize them."""
     seeds = [seed_base + i for i in range(episodes)]
-    trajectories = run_episodes(env_id, env_kwargs, policy, seeds, num_envs=num_envs)
+    trajectories = run_episodes(env_id, env_kwargs, policy, seeds, num_envs=num_envs,
+                                step_threads=step_threads)
     return summarize(policy.name, trajectories), trajectories
 
 
@@ -139,11 +148,13 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 class _Run:
-    """One ``memgym train`` run: the model, trainer, rollouts and what has been logged."""
+    """One ``memgym train`` run: the model, trainer, rollouts and what has been logged;
+    ``reader``: the run's served reader (``config.reader``), if any."""
 
     def __init__(self, config: TrainConfig, console: Console, run_dir: Path,
-                 source: Path | None, dist=None) -> None:
+                 source: Path | None, dist=None, reader: ServedReader | None = None) -> None:
         self.config, self.console, self.run_dir, self.dist = config, console, run_dir, dist
+        self.reader, self.step_threads = reader, config.env_step_threads()
         self.is_main = dist is None or dist.is_main
         # a sharded checkpoint holds no Hugging Face weights: it loads into the trainer below
         self.model, self.tokenizer, ref_model = load_policy(config, None if dist else source)
@@ -195,7 +206,8 @@ class _Run:
             return EvalResult(label, float("nan"), float("nan"), 0, float("nan"))
         policy = policy or LLMPolicy(engine, self.greedy, name=label)
         result, trajs = evaluate(policy, self.config.env_id, self.eval_kwargs,
-                                 self.config.eval_episodes, self.config.num_envs)
+                                 self.config.eval_episodes, self.config.num_envs,
+                                 step_threads=self.step_threads)
         result.policy = label
         self.trajectories.extend(trajs)
         return result
@@ -210,7 +222,8 @@ class _Run:
         teacher = baselines(config.env_id)[settings.policy]()
         seeds = [WARM_START_SEED_BASE + i for i in range(settings.episodes)]
         trajectories = run_episodes(config.env_id, config.env, teacher, seeds,
-                                    num_envs=config.num_envs, progress=False)
+                                    num_envs=config.num_envs, progress=False,
+                                    step_threads=self.step_threads)
         started = time.perf_counter()
         fit = warm_start(self.model, self.tokenizer, trajectories, settings,
                          self.run_dir / "warm_start", config.seed)
@@ -316,6 +329,8 @@ class _Run:
         if config.eval_every and (iteration + 1) % config.eval_every == 0:
             val = self.evaluate(f"policy@{iteration}")
             row |= {"val_return_mean": val.mean, "val_parse_error_rate": val.parse_error_rate}
+        if self.reader is not None:  # since the previous row: rollouts and evaluations
+            row |= self.reader.metrics()
         return row
 
     def run(self, state: dict | None, source: Path | None, started: float) -> dict:
@@ -340,6 +355,8 @@ class _Run:
         print_table(console, f"validation before training ({self.eval_kwargs})", self.before)
         log = MetricsLog(run_dir, rows, config.tensorboard) if main else None
         self.next_rng_state = self.rng.bit_generator.state
+        if self.reader is not None:
+            self.reader.metrics()  # the first row counts from the first rollout on
         if first < config.iterations:
             self.next_rng_state = self.submit()
         for iteration in range(first, config.iterations):
@@ -368,6 +385,8 @@ class _Run:
             write_trajectories(self.trajectories, run_dir / STEPS_FILE)
             (run_dir / "eval.json").write_text(json.dumps(evals, indent=2))
             write_plots(log.frame(), evals, run_dir)
+            if self.reader is not None:
+                console.print(self.reader.describe())
             console.print(f"wrote {run_dir} in {evals['wall_seconds']:.0f}s")
         return evals
 
@@ -387,7 +406,8 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
 
     Raises:
         ConfigError: The checkpoint to resume from fails its manifest or does not fit the run,
-            or ``warm_start.policy`` is not a baseline of the env.
+            ``warm_start.policy`` is not a baseline of the env, or an env names a served reader
+            (``answerer: served:<name>``) that is neither ``reader`` nor registered.
         RolloutError: Rollouts failed, or a batch came back staler than allowed.
     """
     dist_config = config.distributed
@@ -407,6 +427,7 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
     if config.warm_start is not None and config.warm_start.policy not in teachers:
         raise ConfigError(f"warm_start.policy must be a baseline of {config.env_id}: one of "
                           f"{sorted(teachers)}, got {config.warm_start.policy!r}")
+    check_readers(config)
     if main:
         prepare_run_dir(run_dir, config.resume, config.overwrite)
     if dist is not None:
@@ -415,19 +436,25 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
     # renames), verified against its manifest before anything is built from it
     source = find_checkpoint(run_dir / "checkpoint") if config.resume else None
     state = None if source is None or dist is not None else load_checkpoint_state(source)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    started = time.perf_counter()
-    run = _Run(config, console, run_dir, source, dist)
-    if dist is not None and source is not None:
-        from memgym.trainers.sharded_checkpoint import load_sharded_checkpoint
-
-        state = load_sharded_checkpoint(source, dist, run.trainer)
+    # before the seeds are set: loading it draws nothing from the run's random streams
+    reader = None if config.reader is None else ServedReader(config.reader)
     try:
-        return run.run(state, source, started)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        started = time.perf_counter()
+        run = _Run(config, console, run_dir, source, dist, reader)
+        if dist is not None and source is not None:
+            from memgym.trainers.sharded_checkpoint import load_sharded_checkpoint
+
+            state = load_sharded_checkpoint(source, dist, run.trainer)
+        try:
+            return run.run(state, source, started)
+        finally:
+            run.rollouts.close()
     finally:
-        run.rollouts.close()
+        if reader is not None:
+            reader.close()
 
 
 def _train_on_ray(config: TrainConfig) -> dict:

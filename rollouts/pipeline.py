@@ -35,7 +35,8 @@ class TrainingRollouts:
 
     Args:
         config: The run config (``rollout``, ``model``, ``env_id``, ``env``, ``num_envs``,
-            ``lora``).
+            ``lora``; with ``reader`` the envs are stepped on its ``step_threads`` threads, so
+            those ending together batch their reads of the served reader).
         model: The trainer's model (its weights are what the engine serves).
         tokenizer: Its tokenizer.
         sampling: Sampling parameters of training rollouts (a per-batch seed is added).
@@ -93,7 +94,8 @@ class TrainingRollouts:
             return self._runner.run(seeds)
         policy = LLMPolicy(self.engine, replace(self.sampling, seed=seed), name="policy")
         return run_episodes(self.config.env_id, self.config.env, policy, list(seeds),
-                            num_envs=self.config.num_envs)
+                            num_envs=self.config.num_envs,
+                            step_threads=self.config.env_step_threads())
 
     def sync(self, model, step: int, force: bool = False) -> None:
         """Give the engine the trainer's weights at ``step`` when ``sync_every`` updates have

@@ -3,13 +3,16 @@ their generations batched."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import gymnasium as gym
 from tqdm.auto import tqdm
 
 from memgym.engine import Completion
+from memgym.errors import ConfigError
 from memgym.rollouts.policy import Policy
 from memgym.segments import build_segments
 from memgym.trajectory import Step, Trajectory, info_extras
@@ -87,11 +90,15 @@ def record_step(traj: Trajectory, observation: str, completion: Completion, obs:
 
 def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[int],
                  groups: Sequence[int] | None = None, num_envs: int = 8,
-                 progress: bool = True) -> list[Trajectory]:
+                 progress: bool = True, step_threads: int = 1) -> list[Trajectory]:
     """Run one episode per seed with up to ``num_envs`` envs in lockstep.
 
     At every tick the observations of all running envs go to ``policy.act`` as one batch; an env
-    whose episode ends takes the next seed at once.
+    whose episode ends takes the next seed at once. With ``step_threads > 1`` the envs of a tick
+    are stepped concurrently, so the envs that end together send their questions to a served
+    reader (``answerer="served:<name>"``, :mod:`memgym.envs.answer_server`) as one batch; the
+    steps are recorded and the ended envs reset in slot order, as sequential stepping does, so
+    the trajectories are the same.
 
     Args:
         env_id: Registered env id.
@@ -102,11 +109,19 @@ def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[
         groups: Group id per seed (default: the seed), for group-relative advantages.
         num_envs: Envs stepped together (the generation batch size).
         progress: Show a progress bar of finished episodes.
+        step_threads: Threads stepping the envs of a tick (1: one after another in this
+            thread). Each env is stepped by one thread at a time; envs must not share mutable
+            state other than a served reader.
 
     Returns:
         Trajectories in the order of ``seeds``, with segments built when the policy returned
         token ids.
+
+    Raises:
+        ConfigError: ``step_threads < 1``.
     """
+    if step_threads < 1:
+        raise ConfigError(f"step_threads must be >= 1, got {step_threads}")
     groups = list(seeds) if groups is None else list(groups)
     pending = deque(enumerate(seeds))
     envs = [gym.make(env_id, **env_kwargs) for _ in range(min(num_envs, len(seeds)))]
@@ -123,23 +138,55 @@ def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[
         traj = Trajectory(env_id, int(seed), dict(env_kwargs), policy.name, [], group=groups[k])
         slots[slot] = {"k": k, "obs": obs, "info": info, "traj": traj}
 
-    for slot in range(len(envs)):
-        start(slot)
-    while any(slots):
-        active = [i for i, s in enumerate(slots) if s is not None]
-        completions = policy.act([slots[i]["obs"] for i in active],
-                                 [slots[i]["info"] for i in active])
-        for i, completion in zip(active, completions, strict=True):
-            state = slots[i]
-            obs, reward, terminated, truncated, info = envs[i].step(completion.action)
-            if record_step(state["traj"], state["obs"], completion, obs, reward, terminated,
-                           truncated, info):
-                done[state["k"]] = state["traj"]
-                bar.update()
-                start(i)
-            else:
-                state["obs"], state["info"] = obs, info
+    def apply(i: int, completion: Completion, stepped: tuple) -> None:
+        state = slots[i]
+        obs, reward, terminated, truncated, info = stepped
+        if record_step(state["traj"], state["obs"], completion, obs, reward, terminated,
+                       truncated, info):
+            done[state["k"]] = state["traj"]
+            bar.update()
+            start(i)
+        else:
+            state["obs"], state["info"] = obs, info
+
+    with (ThreadPoolExecutor(step_threads, "memgym-step") if step_threads > 1
+          else contextlib.nullcontext()) as pool:
+        for slot in range(len(envs)):
+            start(slot)
+        while any(slots):
+            active = [i for i, s in enumerate(slots) if s is not None]
+            completions = policy.act([slots[i]["obs"] for i in active],
+                                     [slots[i]["info"] for i in active])
+            if pool is None:
+                for i, completion in zip(active, completions, strict=True):
+                    apply(i, completion, envs[i].step(completion.action))
+                continue
+            stepped = _step_together(pool, step_threads, [envs[i] for i in active],
+                                     [c.action for c in completions])
+            for i, completion, result in zip(active, completions, stepped, strict=True):
+                apply(i, completion, result)
     bar.close()
     for env in envs:
         env.close()
     return [done[k] for k in range(len(seeds))]
+
+
+def _step_together(pool: ThreadPoolExecutor, threads: int, envs: Sequence[gym.Env],
+                   actions: Sequence[str]) -> list[tuple]:
+    """``env.step(action)`` of each env on ``pool``, announced to the served readers as
+    :func:`~memgym.envs.answer_server.expected_callers`; results in order (the first error,
+    in that order, is raised after every step has returned)."""
+    from memgym.envs.answer_server import expected_callers
+
+    with expected_callers(len(envs), threads) as callers:
+        def step(env: gym.Env, action: str) -> tuple:
+            try:
+                return env.step(action)
+            finally:
+                callers.done()
+
+        futures = [pool.submit(step, env, action) for env, action in zip(envs, actions,
+                                                                          strict=True)]
+        for future in futures:
+            future.exception()  # wait for every step before raising any error
+        return [future.result() for future in futures]

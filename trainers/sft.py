@@ -38,6 +38,8 @@ class SFTSettings(BaseModel):
         gradient_checkpointing: Recompute activations in backward (TRL's default is on): less
             memory, one more forward pass; off by default, as ``model.gradient_checkpointing``
             of ``memgym train`` (a small model on CPU has memory to spare and no time).
+        bf16: Forward and backward under bfloat16 autocast (TRL's ``bf16``; float32 master
+            weights and AdamW state): ~1.7x faster on a CPU with AMX / AVX512-BF16.
     """
 
     epochs: float = Field(1.0, gt=0)
@@ -47,6 +49,7 @@ class SFTSettings(BaseModel):
     max_length: int = Field(2048, ge=8)
     seed: int = 0
     gradient_checkpointing: bool = False
+    bf16: bool = False
 
 
 def sft_dataset(trajectories: Sequence[Trajectory], min_return: float | None = None,
@@ -92,7 +95,7 @@ def make_sft_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dat
         gradient_accumulation_steps=settings.grad_accum, max_length=settings.max_length,
         completion_only_loss=True, seed=settings.seed, data_seed=settings.seed,
         gradient_checkpointing=settings.gradient_checkpointing,
-        use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1,
+        use_cpu=True, bf16=settings.bf16, report_to="none", save_strategy="no", logging_steps=1,
         dataset_num_proc=None, disable_tqdm=True)
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 

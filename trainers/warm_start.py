@@ -73,7 +73,7 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
                               "no op in its episodes: nothing to balance against")
     history = train_sft(model, tokenizer, dataset, out_dir, SFTSettings(
         epochs=settings.epochs, learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size, seed=seed))
+        batch_size=settings.batch_size, seed=seed, bf16=settings.bf16))
     mark_updated([p for p in model.parameters() if p.requires_grad])  # TRL's fused AdamW
     losses = [h["loss"] for h in history if "loss" in h]
     return {"examples": len(dataset), "loss_first": float(losses[0]) if losses else float("nan"),

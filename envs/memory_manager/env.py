@@ -81,7 +81,7 @@ class MemoryManagerEnv(MemgymEnv):
     ## Arguments
     ``source`` (a registered source name or a :class:`TaskSource`; ``locomo`` takes ``window``,
     ``include_adversarial``, ``data_path``), ``split`` (``train`` / ``val`` / ``test``),
-    ``related_k``, ``answerer`` (``"recall"`` or an :class:`Answerer`), ``answer_top_k``,
+    ``related_k``, ``answerer`` (``"recall"``, ``"served:<name>"``, an Answerer), ``answer_top_k``,
     ``format_penalty``, ``max_action_chars``, ``max_entries``, ``max_memory_chars``,
     ``strict`` (strict format rules and instructions without a placeholder to copy),
     ``timestamps`` (the answer agent reads memories with their dates),

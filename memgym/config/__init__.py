@@ -25,6 +25,7 @@ from memgym.config.run import (
     DistributedConfig,
     LoraConfig,
     ModelConfig,
+    ReaderConfig,
     SamplingConfig,
     TrainConfig,
     WarmStartConfig,
@@ -33,8 +34,8 @@ from memgym.config.trainer import GRPOConfig, PPOConfig, TrainerConfig
 from memgym.errors import ConfigError
 
 __all__ = ["DistributedConfig", "GRPOConfig", "LoraConfig", "ModelConfig", "PPOConfig",
-           "RolloutConfig", "SamplingConfig", "Section", "TrainConfig", "TrainerConfig",
-           "WarmStartConfig", "load_config", "parse_overrides"]
+           "ReaderConfig", "RolloutConfig", "SamplingConfig", "Section", "TrainConfig",
+           "TrainerConfig", "WarmStartConfig", "load_config", "parse_overrides"]
 
 SHORTHANDS = {"model": "model.name_or_path"}  # a scalar given for a section sets this key
 

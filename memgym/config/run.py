@@ -114,6 +114,8 @@ class WarmStartConfig(Section):
         batch_size: Examples per optimizer step.
         balance: Keep at most as many steps whose action has no op as steps with ops (an
             imitator of a teacher that mostly writes nothing learns to write nothing).
+        bf16: SFT under bfloat16 autocast, float32 master weights (see
+            :class:`~memgym.trainers.sft.SFTSettings`).
     """
 
     policy: str
@@ -122,6 +124,71 @@ class WarmStartConfig(Section):
     learning_rate: float = Field(1e-4, gt=0)
     batch_size: int = Field(8, ge=1)
     balance: bool = False
+    bf16: bool = False
+
+
+SERVED = "served:"  # an env ``answerer`` naming a served reader (memgym.envs.answer_server)
+
+
+def served_names(kwargs: dict) -> set[str]:
+    """The served readers that env kwargs name (``answerer: served:<name>``)."""
+    answerer = kwargs.get("answerer")
+    if isinstance(answerer, str) and answerer.startswith(SERVED):
+        return {answerer[len(SERVED):]}
+    return set()
+
+
+class ReaderConfig(Section):
+    """A frozen LLM answer agent served to the envs (the ``reader:`` section): Memory-R1's
+    reward, the EM / F1 of a frozen reader after the ops, affordable in training. ``memgym
+    train`` loads the model once (apart from the policy: it is never trained), wraps it in an
+    :class:`~memgym.envs.answer_server.AnswerServer` (greedy, micro-batched across the envs
+    stepped together, LRU-cached) and registers it as ``name`` before any env is built; env
+    kwargs name it as ``answerer: served:<name>``. It serves training rollouts, the warm start
+    and every evaluation, and is unregistered when the run ends.
+
+    Attributes:
+        name: The name env kwargs give it (``answerer: served:<name>``).
+        model: The reader model (:class:`ModelConfig`; a plain string sets only its
+            ``name_or_path``), loaded as a copy of its own.
+        engine: ``hf`` (transformers, in-process), ``vllm`` (``vllm.LLM`` in-process) or
+            ``openai`` (an OpenAI-compatible server at ``base_url`` serving ``model``).
+        engine_kwargs: Extra constructor arguments of the engine
+            (:func:`memgym.rollouts.engines.make_engine`), e.g. vLLM's
+            ``gpu_memory_utilization`` so that it shares the card with the policy's engine.
+        base_url: The server of the ``openai`` engine.
+        max_new_tokens: Generation budget of an answer (greedy decoding).
+        max_batch: Most prompts per engine call (also the ``hf`` engine's batch size).
+        batch_wait_timeout_s: Longest wait (seconds) for a batch to fill.
+        cache_size: Completions kept in the LRU cache (0: none).
+        metric: Score of an answer against the gold ones: ``f1`` (token F1) or ``em``.
+        step_threads: Threads that step the envs of a tick, so the envs whose episodes end
+            together send their questions as one batch; None: ``num_envs``.
+    """
+
+    name: str = Field("llm", min_length=1)
+    model: ModelConfig = ModelConfig()
+    engine: Literal["hf", "vllm", "openai"] = "hf"
+    engine_kwargs: dict = Field(default_factory=dict)
+    base_url: str | None = None
+    max_new_tokens: int = Field(48, ge=1)
+    max_batch: int = Field(64, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    cache_size: int = Field(4096, ge=0)
+    metric: Literal["f1", "em"] = "f1"
+    step_threads: int | None = Field(None, ge=1)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value):
+        return {"name_or_path": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _engine_consistent(self):
+        if (self.engine == "openai") != (self.base_url is not None):
+            raise ValueError("reader.base_url is the openai engine's server: set both or "
+                             f"neither (engine {self.engine!r}, base_url {self.base_url!r})")
+        return self
 
 
 class SamplingConfig(Section):
@@ -169,6 +236,9 @@ class TrainConfig(Section):
         warm_start: SFT on a scripted teacher's rollouts after the baselines and the untrained
             policy are evaluated, before RL (:class:`WarmStartConfig`); None: none. The KL
             reference stays the untrained model.
+        reader: A frozen LLM answer agent served to the envs, which name it with
+            ``answerer: served:<reader.name>`` in ``env`` / ``eval_env``
+            (:class:`ReaderConfig`); None: none (the envs' own answerers).
     """
 
     run_dir: str = "runs/quickstart"
@@ -195,6 +265,7 @@ class TrainConfig(Section):
     rollout: RolloutConfig = RolloutConfig()
     distributed: DistributedConfig = DistributedConfig()
     warm_start: WarmStartConfig | None = None
+    reader: ReaderConfig | None = None
 
     @field_validator("model", mode="before")
     @classmethod
@@ -228,7 +299,35 @@ class TrainConfig(Section):
         if self.rollout.engine == "openai":
             raise ValueError("rollout.engine 'openai' serves weights memgym cannot update: "
                              "train with 'hf' or 'vllm' (openai is for rollout and eval)")
+        return self._reader_consistent()
+
+    def _reader_consistent(self):
+        """The served reader the env kwargs name is the ``reader:`` section's, in this
+        process."""
+        named = served_names(self.env) | served_names({**self.env, **self.eval_env})
+        if served_names(self.env) and self.rollout.ray_address is not None:
+            raise ValueError(f"env answerer 'served:{min(served_names(self.env))}' is a reader "
+                             "of this process, and Ray env workers run in others: remove "
+                             "rollout.ray_address or use another answerer")
+        if self.reader is None:  # a Python caller may have registered it (register_reader)
+            return self
+        if self.rollout.ray_address is not None or self.distributed.strategy != "none":
+            raise ValueError("reader: serves the envs of this process only; remove "
+                             "rollout.ray_address and distributed.strategy (or the reader)")
+        stray = sorted(named - {self.reader.name})
+        if stray:
+            name = stray[0]
+            raise ValueError(f"env / eval_env answerer 'served:{name}' names no reader of "
+                             f"this run: reader.name is {self.reader.name!r} (set answerer: "
+                             f"served:{self.reader.name}, or reader.name: {name})")
         return self
+
+    def env_step_threads(self) -> int:
+        """Threads that step the envs of a tick: with a ``reader``, its ``step_threads`` (None:
+        ``num_envs``); without one, 1 (one after another)."""
+        if self.reader is None:
+            return 1
+        return self.reader.step_threads or self.num_envs
 
     def needs_reference(self) -> bool:
         """Whether the algorithm's KL terms need a frozen reference model."""
