@@ -201,6 +201,6 @@ def test_v1_memory_manager_reads_dated_memories_and_the_evidence_teacher_keeps_e
                               progress=False)
     assert 0 < sum(bool(s.ops) for s in teacher.steps) < len(teacher.steps)
     env = gym.make(env_id, **kwargs).unwrapped
-    env.reset(seed=1)  # the teacher copies each kept turn's text, without its speaker
+    env.reset(seed=1)  # the teacher copies each kept turn as "<speaker>: <text>"
     assert {op["text"] for s in teacher.steps for op in s.ops} <= {
-        item.text for item in env.instance.items}
+        f"{item.speaker}: {item.text}" for item in env.instance.items}

@@ -86,19 +86,18 @@ class Mem0LikePolicy:
 
 
 class EvidencePolicy:
-    """Privileged teacher: ADDs the text of the turns that are evidence of a question
-    (``info["privileged"]["evidence"]``) verbatim and nothing else. What a learned manager can
-    imitate from what it sees (the quickstart's SFT warm start): which turns to keep, not the
-    answers themselves. The speaker is left out: an imitator trained on one conversation
-    (LoCoMo's train split) learned to write its two speakers' names instead of copying the
-    turn, and looped on the held-out conversation's speakers."""
+    """Privileged teacher: ADDs the turns that are evidence of a question (``info["privileged"]
+    ["evidence"]``) verbatim as ``"<speaker>: <text>"`` and nothing else. What a learned
+    manager can imitate from what it sees (the quickstart's SFT warm start): which turns to
+    keep, not the answers themselves."""
 
     name = "evidence"
 
     def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
         """See :class:`memgym.rollouts.Policy`."""
-        return [Completion(_CODEC.encode([Add(i["turn"]["text"])] if i["privileged"]["evidence"]
-                                         else [])) for i in infos]
+        return [Completion(_CODEC.encode(
+            [Add(f"{i['turn']['speaker']}: {i['turn']['text']}")]
+            if i["privileged"]["evidence"] else [])) for i in infos]
 
 
 class OraclePolicy:
