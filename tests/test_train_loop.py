@@ -77,7 +77,9 @@ def two_iteration_run(tmp_path_factory):
         if algorithm not in runs:
             runs[algorithm] = TwoIterationRun(tmp_path_factory.mktemp(algorithm), algorithm)
         return runs[algorithm]
-    return get
+    yield get
+    for run in runs.values():  # two 1.6 GB checkpoints per algorithm: free the disk
+        shutil.rmtree(run.straight.parent)
 
 
 @pytest.mark.slow
