@@ -1,9 +1,12 @@
+import re
+
 import gymnasium as gym
 import pytest
 
 from memgym.codecs import Mem0JsonCodec
 from memgym.data import find_data_file
 from memgym.envs.locomo import load_locomo
+from memgym.envs.locomo.source import NAMES, LoCoMoSource
 from memgym.errors import ConfigError, DataNotFoundError
 from memgym.ops import Add, Delete, Update
 
@@ -72,3 +75,28 @@ def test_splits_are_disjoint_conversations():
 
     assert conversations("train") == {"conv-26"} and conversations("val") == {"conv-30"}
     assert len(conversations("test")) == 8
+
+
+def test_renamed_speakers_are_renamed_everywhere_and_nothing_else_changes():
+    plain = LoCoMoSource("train", window=6)
+    renamed = LoCoMoSource("train", window=6, rename_speakers=True)
+    assert renamed.num_instances == plain.num_instances
+    speakers = set()
+    for i in range(plain.num_instances):
+        a, b = plain.instance(i), renamed.instance(i)
+        assert a.id == b.id and [t.id for t in a.items] == [t.id for t in b.items]
+        text_b = " ".join([t.text for t in b.items] + [q.question for q in b.questions]
+                          + [x for q in b.questions for x in q.answers])
+        assert re.search(r"\b(Caroline|Melanie)\b", text_b) is None
+        assert {t.speaker for t in b.items} <= set(NAMES)
+        speakers |= {t.speaker for t in b.items}
+        for x, y in zip(a.items, b.items, strict=True):  # names are the only change
+            assert re.sub(r"\b(Caroline|Melanie)\b", "N", x.text) == re.sub(
+                r"\b(" + "|".join(NAMES) + r")\b", "N", y.text)
+        assert [q.evidence for q in a.questions] == [q.evidence for q in b.questions]
+    assert len(speakers) > 20  # the point of it: many names
+    assert LoCoMoSource("train", window=6, rename_speakers=True).instance(7) == renamed.instance(7)
+    env = gym.make("memgym/LoCoMoMemoryManager-v1", split="train", window=6,
+                   rename_speakers=True).unwrapped
+    obs, _ = env.reset(seed=3)
+    assert "Caroline" not in obs and "Melanie" not in obs
