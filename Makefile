@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: install install-vllm quickstart test lint
+.PHONY: install install-vllm quickstart learn test lint
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ install-vllm: $(VLLM_VENV)/.installed
 quickstart: install
 	$(BIN)/memgym train experiments/quickstart.yaml --overwrite
 	$(BIN)/memgym replay runs/quickstart/trajectories.parquet
+
+# one trained row per env family (the quickstart is LoCoMo's), tabulated in README.md
+learn: install
+	$(BIN)/memgym learn experiments/quickstart.yaml experiments/learn/*.yaml --readme README.md
 
 lint: install
 	$(BIN)/ruff check .

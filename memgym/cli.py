@@ -280,6 +280,26 @@ def train(config: Path, set_: Annotated[list[str] | None, typer.Option(
 
 
 @app.command()
+def learn(configs: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False)],
+          readme: Annotated[Path | None, typer.Option(
+              help="Write the table between its markers in this file (README.md)")] = None,
+          table_only: Annotated[bool, typer.Option(
+              "--table-only", help="Train nothing: tabulate the runs' eval.json")] = False,
+          set_: Annotated[list[str] | None, typer.Option(
+              "--set", help="Override a key of every config (as memgym train --set)")] = None,
+          ) -> None:
+    """Train each CONFIG afresh (experiments/learn/*.yaml) and tabulate untrained, best
+    heuristic, warm start and trained rows with 95% CIs and paired differences."""
+    from memgym.learn import learn as run_learn
+    from memgym.learn import summary
+    from memgym.report import print_table
+
+    rows = run_learn(configs, readme, not table_only, set_ or [])
+    print_table(console, "trained vs untrained vs best heuristic (validation)", rows)
+    console.print(summary(rows))
+
+
+@app.command()
 def sft(trajectories: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
         out: Annotated[Path, typer.Option(help="Directory for the fine-tuned model")],
         model: Annotated[str, typer.Option(help="'smollm2' or a model directory")] = "smollm2",
