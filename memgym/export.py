@@ -25,7 +25,7 @@ from itertools import combinations
 from pathlib import Path
 
 from memgym.errors import ConfigError
-from memgym.trajectory import Trajectory
+from memgym.trajectory import Step, Trajectory
 
 FORMATS = ("sft", "dpo")
 
@@ -45,15 +45,20 @@ def _assistant(text: str) -> dict:
     return {"role": "assistant", "content": text}
 
 
+def sft_steps(trajectories: Sequence[Trajectory],
+              min_return: float | None = None) -> Iterator[Step]:
+    """The steps SFT learns from: the parsed steps of trajectories with return >=
+    ``min_return`` (None: all), in order."""
+    for traj in trajectories:
+        if min_return is None or traj.episode_return >= min_return:
+            yield from (step for step in traj.steps if step.parse_error is None)
+
+
 def sft_records(trajectories: Sequence[Trajectory],
                 min_return: float | None = None) -> Iterator[dict]:
-    """SFT records (see the module docstring) of trajectories with return >= ``min_return``."""
-    for traj in trajectories:
-        if min_return is not None and traj.episode_return < min_return:
-            continue
-        for step in traj.steps:
-            if step.parse_error is None:
-                yield {"messages": [_user(step.observation), _assistant(step.action)]}
+    """SFT records (see the module docstring) of :func:`sft_steps`."""
+    for step in sft_steps(trajectories, min_return):
+        yield {"messages": [_user(step.observation), _assistant(step.action)]}
 
 
 def dpo_records(trajectories: Sequence[Trajectory],

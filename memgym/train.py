@@ -61,7 +61,7 @@ from memgym.report import (
     summarize,
     write_plots,
 )
-from memgym.rollouts import LLMPolicy, Policy, run_episodes
+from memgym.rollouts import LLMPolicy, Policy, TokenizedPolicy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
 from memgym.rollouts.pipeline import TrainingRollouts
 from memgym.trainers.checkpoint import (
@@ -221,6 +221,8 @@ class _Run:
         config, settings = self.config, self.config.warm_start
         teacher = baselines(config.env_id)[settings.policy]()
         seeds = [WARM_START_SEED_BASE + i for i in range(settings.episodes)]
+        # the teacher's actions as token ids under the policy's own prompts (chat context too)
+        teacher = TokenizedPolicy(teacher, self.tokenizer)
         trajectories = run_episodes(config.env_id, config.env, teacher, seeds,
                                     num_envs=config.num_envs, progress=False,
                                     step_threads=self.step_threads)

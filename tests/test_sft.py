@@ -1,5 +1,6 @@
 """SFT warm start on oracle trajectories (real SmolLM2, real TRL SFTTrainer, CPU)."""
 
+import gymnasium as gym
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -7,7 +8,8 @@ from typer.testing import CliRunner
 from memgym.cli import app
 from memgym.envs import baselines
 from memgym.errors import ConfigError
-from memgym.rollouts import run_episodes
+from memgym.rollouts import TokenizedPolicy, run_episodes
+from memgym.rollouts.chat import chat_prompt
 from memgym.rollouts.hf import HFEngine, load_model
 from memgym.trainers.sft import SFTSettings, make_sft_trainer, sft_dataset
 from memgym.trajectory import write_trajectories
@@ -84,3 +86,35 @@ def test_sft_cli_writes_a_model_memgym_can_load(oracle_trajectories, tmp_path):
     changed = [n for n, p in model.named_parameters()
                if not torch.equal(p, dict(base.named_parameters())[n])]
     assert changed  # the saved weights are the fine-tuned ones
+
+
+def test_tokenized_teacher_steps_are_learned_on_the_prompt_the_policy_is_sent(smollm2, tmp_path):
+    """MemAct gives its context as chat messages (``info["chat"]``): its instructions are the
+    system message, not part of the observation. A TokenizedPolicy teacher's steps become
+    token examples whose prompt is that chat, as the policy is sent it at every step."""
+    model, tokenizer = smollm2
+    env_id = "memgym/MemAct-v1"
+    teacher = TokenizedPolicy(baselines(env_id)["oracle"](), tokenizer)
+    trajs = run_episodes(env_id, {"split": "val"}, teacher, [7, 8], progress=False)
+    steps = [s for t in trajs for s in t.steps]
+    data = sft_dataset(trajs)
+    assert data.column_names == ["input_ids", "completion_mask"] and len(data) == len(steps) > 2
+    for row, step in zip(data, steps, strict=True):
+        assert row["input_ids"] == step.prompt_ids + step.completion_ids
+        assert row["completion_mask"] == [0] * len(step.prompt_ids) + [1] * len(
+            step.completion_ids)
+    env = gym.make(env_id, split="val")
+    obs, info = env.reset(seed=7)
+    sent = tokenizer.apply_chat_template(chat_prompt(obs, info), add_generation_prompt=True,
+                                         tokenize=False)
+    as_observation = tokenizer.apply_chat_template(chat_prompt(obs, {}),
+                                                   add_generation_prompt=True, tokenize=False)
+    assert sent != as_observation  # what the text records would have trained on
+    assert tokenizer.decode(steps[0].prompt_ids) == sent
+    trainer = make_sft_trainer(model, tokenizer, data, tmp_path / "sft")  # nothing trained
+    for example, step in zip(trainer.train_dataset, steps, strict=True):
+        assert example["input_ids"] == step.prompt_ids + step.completion_ids
+        assert example["labels"] == [-100] * len(step.prompt_ids) + step.completion_ids
+    with pytest.raises(ConfigError, match="token ids throughout"):
+        sft_dataset(trajs + run_episodes(env_id, {"split": "val"}, baselines(env_id)["oracle"](),
+                                         [7], progress=False))

@@ -1,12 +1,16 @@
 """SFT warm start: fine-tune a policy on saved trajectories (e.g. the oracle's) with TRL's
 ``SFTTrainer``, the loss only on the policy's completion tokens.
 
-Each parsed step becomes one prompt-completion example in TRL's conversational format,
-``{"prompt": [user: observation], "completion": [assistant: action]}`` (the records of
-:func:`memgym.export.sft_records`, split at the assistant turn). TRL templates the prompt with the
-assistant header exactly as the rollout engines do, and for prompt-completion data it sets
-``completion_only_loss=True``: prompt tokens get label -100, so only the action (and its
-end-of-turn token) is learned.
+Each parsed step becomes one example. Steps recorded with token ids (an LLM's rollouts, or a
+scripted teacher's under :class:`~memgym.rollouts.TokenizedPolicy`) are learned token for token:
+``input_ids`` = the prompt ids the policy was sent + the completion ids, ``completion_mask`` 1
+on the completion (TRL's pre-tokenized format). So the imitator is fitted on exactly the prompt
+it will generate from, an append-mode env's chat context included (``info["chat"]``, which the
+observation text does not hold). Steps without ids become TRL conversational prompt-completion
+examples, ``{"prompt": [user: observation], "completion": [assistant: action]}`` (the records of
+:func:`memgym.export.sft_records`); TRL templates the prompt with the assistant header exactly
+as the rollout engines do. Either way ``completion_only_loss=True``: prompt tokens get label
+-100, so only the action (and its end-of-turn token) is learned.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from memgym.errors import ConfigError
-from memgym.export import select, sft_records
+from memgym.export import select, sft_records, sft_steps
 from memgym.trajectory import Trajectory
 
 
@@ -63,17 +67,30 @@ def sft_dataset(trajectories: Sequence[Trajectory], min_return: float | None = N
         policy: Keep this policy's trajectories (None: all).
 
     Returns:
-        A ``datasets.Dataset`` with columns ``prompt`` and ``completion`` (lists of messages).
+        A ``datasets.Dataset``, one row per parsed step in order: columns ``input_ids`` and
+        ``completion_mask`` (lists of int) when every step has token ids, else ``prompt`` and
+        ``completion`` (lists of messages).
 
     Raises:
-        ConfigError: No step is left to learn from.
+        ConfigError: No step is left to learn from, or some steps have token ids and others
+            not.
     """
-    rows = [{"prompt": r["messages"][:1], "completion": r["messages"][1:]}
-            for r in sft_records(select(trajectories, env_id, policy), min_return)]
-    if not rows:
+    chosen = select(trajectories, env_id, policy)
+    steps = list(sft_steps(chosen, min_return))
+    if not steps:
         raise ConfigError(f"no parsed step in {len(trajectories)} trajectories matches env_id="
                           f"{env_id!r}, policy={policy!r}, min_return={min_return!r}")
-    return Dataset.from_list(rows)
+    tokenized = sum(bool(s.prompt_ids and s.completion_ids) for s in steps)
+    if tokenized == len(steps):
+        return Dataset.from_list([
+            {"input_ids": [*s.prompt_ids, *s.completion_ids],
+             "completion_mask": [0] * len(s.prompt_ids) + [1] * len(s.completion_ids)}
+            for s in steps])
+    if tokenized:
+        raise ConfigError(f"{tokenized} of {len(steps)} steps have token ids: SFT takes "
+                          "trajectories with token ids throughout or without them throughout")
+    return Dataset.from_list([{"prompt": r["messages"][:1], "completion": r["messages"][1:]}
+                              for r in sft_records(chosen, min_return)])
 
 
 def make_sft_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dataset: Dataset,

@@ -3,9 +3,11 @@ teacher on training episodes before RL.
 
 The teacher's rollouts are ordinary trajectories of the training env (seeds from
 :data:`WARM_START_SEED_BASE` on: disjoint from the RL seeds, which the run's RNG draws below
-``2**31``, and from the validation seeds from :data:`memgym.train.EVAL_SEED_BASE`), turned
-into prompt-completion examples by :func:`memgym.trainers.sft.sft_dataset` and fitted with TRL's
-``SFTTrainer``, the loss on the action tokens only.
+``2**31``, and from the validation seeds from :data:`memgym.train.EVAL_SEED_BASE`). ``memgym
+train`` records them under :class:`~memgym.rollouts.TokenizedPolicy`, so each step holds the
+prompt ids the policy itself would be sent (an append-mode env's chat context included) and
+the action's ids; :func:`memgym.trainers.sft.sft_dataset` turns them into token examples and
+TRL's ``SFTTrainer`` fits them, the loss on the action tokens only.
 """
 
 from __future__ import annotations
