@@ -45,11 +45,15 @@ class QAItem:
         question: The question text.
         answers: Gold answers; a prediction is scored against the best-matching one.
         evidence: Ids of the stream items that hold the answer (empty: unanswerable).
+        category: The source's question type, for per-category scores (LoCoMo:
+            ``"single-hop"``, ``"multi-hop"``, ``"temporal"``, ``"open-domain"``,
+            ``"adversarial"``); empty if the source has none.
     """
 
     question: str
     answers: tuple[str, ...]
     evidence: tuple[str, ...] = ()
+    category: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from memgym.cli_locomo import locomo_eval
 from memgym.errors import MemgymError, PolicyError
 
 app = typer.Typer(help="memgym: RL environments and trainers for LLM memory policies.",
@@ -448,6 +449,9 @@ def export(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
 
     count = run_export(_trajectories(path), format_, out, min_return, env, policy)
     console.print(f"wrote {count} {format_} records → {out}")
+
+
+app.command(name="locomo-eval")(locomo_eval)
 
 
 def main() -> None:

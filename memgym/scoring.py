@@ -58,19 +58,14 @@ def bleu1(prediction: str, gold: str) -> float:
     return brevity * clipped / len(pred)
 
 
-@lru_cache(maxsize=1 << 16)
-def span_f1(text: str, gold: str) -> float:
-    """Token F1 of the best contiguous token span of ``text`` against ``gold``, in [0, 1]
-    (cached): how well an extractive reader that picks the right span of ``text`` would answer,
-    as SQuAD scores a span. 1.0 when the normalized gold answer occurs in ``text``.
+def _best_span(tokens: list[str], ref: list[str]) -> tuple[float, int, int]:
+    """(token F1, start, end) of the best span ``tokens[start:end]`` against ``ref`` (both
+    non-empty); (0.0, 0, 0) when no token is shared.
 
     Only spans that start and end on a gold token can be best (trimming any other end token
-    raises precision and keeps recall), so those are the ones scored: O(len(text)²) tokens.
+    raises precision and keeps recall), so those are the ones scored: O(len(tokens)²).
     """
-    tokens, ref = normalize_answer(text).split(), normalize_answer(gold).split()
-    if not tokens or not ref:
-        return float(tokens == ref)
-    need, best = Counter(ref), 0.0
+    need, best = Counter(ref), (0.0, 0, 0)
     for i, first in enumerate(tokens):
         if first not in need:
             continue
@@ -83,8 +78,34 @@ def span_f1(text: str, gold: str) -> float:
             if have[token] <= need[token]:
                 common += 1
             precision, recall = common / (j - i + 1), common / len(ref)
-            best = max(best, 2 * precision * recall / (precision + recall))
+            f1 = 2 * precision * recall / (precision + recall)
+            if f1 > best[0]:
+                best = (f1, i, j + 1)
     return best
+
+
+@lru_cache(maxsize=1 << 16)
+def span_f1(text: str, gold: str) -> float:
+    """Token F1 of the best contiguous token span of ``text`` against ``gold``, in [0, 1]
+    (cached): how well an extractive reader that picks the right span of ``text`` would answer,
+    as SQuAD scores a span. 1.0 when the normalized gold answer occurs in ``text``.
+    """
+    tokens, ref = normalize_answer(text).split(), normalize_answer(gold).split()
+    if not tokens or not ref:
+        return float(tokens == ref)
+    return _best_span(tokens, ref)[0]
+
+
+def best_span(text: str, gold: str) -> str:
+    """The span of ``text`` (normalized tokens, space-joined) whose token F1 against ``gold`` is
+    :func:`span_f1`'s; the first such span, ``""`` if they share no token. What an extractive
+    reader that picks the right span answers: its EM, F1 and BLEU-1 against ``gold`` bound
+    any reader's over the same text from above (EM and F1 exactly; BLEU-1 is taken at it)."""
+    tokens, ref = normalize_answer(text).split(), normalize_answer(gold).split()
+    if not tokens or not ref:
+        return ""
+    _, start, end = _best_span(tokens, ref)
+    return " ".join(tokens[start:end])
 
 
 def span_exact_match(text: str, gold: str) -> float:

@@ -88,7 +88,8 @@ def record_step(traj: Trajectory, observation: str, completion: Completion, obs:
     return True
 
 
-def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[int],
+def run_episodes(env_id: str, env_kwargs: dict | Sequence[dict], policy: Policy,
+                 seeds: Sequence[int],
                  groups: Sequence[int] | None = None, num_envs: int = 8,
                  progress: bool = True, step_threads: int = 1) -> list[Trajectory]:
     """Run one episode per seed with up to ``num_envs`` envs in lockstep.
@@ -103,7 +104,8 @@ def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[
     Args:
         env_id: Registered env id.
         env_kwargs: ``gymnasium.make`` keyword arguments, recorded as the trajectory config
-            (must be JSON-serializable for the file and for replay).
+            (must be JSON-serializable for the file and for replay); or one dict per seed, each
+            episode then run on an env of its own (e.g. one LoCoMo conversation each).
         policy: Acts on batches of observations.
         seeds: Episode seeds; the same seed twice gives two rollouts of the same episode.
         groups: Group id per seed (default: the seed), for group-relative advantages.
@@ -118,13 +120,18 @@ def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[
         token ids.
 
     Raises:
-        ConfigError: ``step_threads < 1``.
+        ConfigError: ``step_threads < 1``, or not one ``env_kwargs`` dict per seed.
     """
     if step_threads < 1:
         raise ConfigError(f"step_threads must be >= 1, got {step_threads}")
+    per_episode = not isinstance(env_kwargs, dict)
+    if per_episode and len(env_kwargs) != len(seeds):
+        raise ConfigError(f"env_kwargs must be a dict or one dict per seed: got "
+                          f"{len(env_kwargs)} dicts for {len(seeds)} seeds")
     groups = list(seeds) if groups is None else list(groups)
     pending = deque(enumerate(seeds))
-    envs = [gym.make(env_id, **env_kwargs) for _ in range(min(num_envs, len(seeds)))]
+    envs = [gym.make(env_id, **(env_kwargs[i] if per_episode else env_kwargs))
+            for i in range(min(num_envs, len(seeds)))]
     slots: list[dict | None] = [None] * len(envs)
     done: dict[int, Trajectory] = {}
     bar = tqdm(total=len(seeds), desc=f"rollout {policy.name}", disable=not progress, leave=False)
@@ -134,8 +141,12 @@ def run_episodes(env_id: str, env_kwargs: dict, policy: Policy, seeds: Sequence[
             slots[slot] = None
             return
         k, seed = pending.popleft()
+        kwargs = env_kwargs[k] if per_episode else env_kwargs
+        if per_episode and k >= len(envs):  # the first episodes got their envs above
+            envs[slot].close()
+            envs[slot] = gym.make(env_id, **kwargs)
         obs, info = envs[slot].reset(seed=int(seed))
-        traj = Trajectory(env_id, int(seed), dict(env_kwargs), policy.name, [], group=groups[k])
+        traj = Trajectory(env_id, int(seed), dict(kwargs), policy.name, [], group=groups[k])
         slots[slot] = {"k": k, "obs": obs, "info": info, "traj": traj}
 
     def apply(i: int, completion: Completion, stepped: tuple) -> None:

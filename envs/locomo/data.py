@@ -16,6 +16,9 @@ LOCOMO_SHA256 = "79fa87e90f04081343b8c8debecb80a9a6842b76a7aa537dc9fdf651ea698ff
 # Memory-R1's split by conversation: conv 1 train, conv 2 val, conv 3-10 test.
 SPLITS: dict[str, tuple[int, ...]] = {"train": (0,), "val": (1,), "test": tuple(range(2, 10))}
 ADVERSARIAL = 5
+# LoCoMo's category numbers (its paper's Table 2 and Memory-R1's tables)
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop",
+              5: "adversarial"}
 _DIA_ID = re.compile(r"D\d+:\d+")
 
 

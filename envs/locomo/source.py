@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from memgym.envs.locomo.data import ADVERSARIAL, SPLITS, load_locomo
+from memgym.envs.locomo.data import ADVERSARIAL, CATEGORIES, SPLITS, load_locomo
 from memgym.envs.sources import FiniteSource, QAItem, StreamItem, TaskInstance
 from memgym.errors import ConfigError
 
@@ -20,11 +20,15 @@ NAMES = ("Alice", "Bob", "Priya", "Omar", "Sofia", "Liam", "Chen", "Fatima", "Di
 
 class LoCoMoSource(FiniteSource):
     """Every window of ``window`` consecutive turns of the split's conversations that holds the
-    full evidence of at least one QA pair; its questions are those QA pairs.
+    full evidence of at least one QA pair; its questions are those QA pairs. With
+    ``window=None``, each conversation whole with all its QA pairs (Memory-R1's test protocol:
+    read every turn, then answer every question).
 
     Args:
         split: ``train`` (conversation 1), ``val`` (2), ``test`` (3-10): Memory-R1's split.
-        window: Turns per instance (>= 1).
+        window: Turns per instance (>= 1), or None for whole conversations.
+        conversation: Only this conversation of the split (0-based index into it; ``test``
+            has 0-7), or None for all of them.
         include_adversarial: Keep category-5 questions (excluded in Memory-R1).
         data_path: ``locomo10.json`` path; default: the data dirs.
         rename_speakers: Give each window's two speakers other names (from :data:`NAMES`,
@@ -33,26 +37,35 @@ class LoCoMoSource(FiniteSource):
             conversation does not learn its speakers' names. Deterministic per window.
 
     Raises:
-        ConfigError: Bad split or window, or no window holds a QA pair's evidence.
+        ConfigError: Bad split, window or conversation, or no window holds a QA pair's
+            evidence.
     """
 
     name = "locomo"
 
-    def __init__(self, split: str = "train", window: int = 8, include_adversarial: bool = False,
-                 data_path: str | None = None, rename_speakers: bool = False) -> None:
+    def __init__(self, split: str = "train", window: int | None = 8,
+                 include_adversarial: bool = False, data_path: str | None = None,
+                 rename_speakers: bool = False, conversation: int | None = None) -> None:
         if split not in SPLITS:
             raise ConfigError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-        if window < 1:
-            raise ConfigError(f"window must be >= 1, got {window}")
+        if window is not None and window < 1:
+            raise ConfigError(f"window must be >= 1 or None, got {window}")
+        chosen = SPLITS[split]
+        if conversation is not None:
+            if not 0 <= conversation < len(chosen):
+                raise ConfigError(f"conversation must be in [0, {len(chosen)}) for split "
+                                  f"{split!r}, got {conversation}")
+            chosen = (chosen[conversation],)
         conversations = load_locomo(data_path)
         instances = []
-        for c in SPLITS[split]:
+        for c in chosen:
             conv = conversations[c]
             qas = [q for q in conv.qa if include_adversarial or q.category != ADVERSARIAL]
-            for start in range(max(1, len(conv.turns) - window + 1)):
-                turns = conv.turns[start:start + window]
+            size = len(conv.turns) if window is None else window
+            for start in range(max(1, len(conv.turns) - size + 1)):
+                turns = conv.turns[start:start + size]
                 inside = [q for q in qas
-                          if q.evidence[0] >= start and q.evidence[-1] < start + window]
+                          if q.evidence[0] >= start and q.evidence[-1] < start + size]
                 if not inside:
                     continue
                 rename = _renamer(conv.turns, start) if rename_speakers else str
@@ -61,10 +74,11 @@ class LoCoMoSource(FiniteSource):
                     tuple(StreamItem(t.dia_id, rename(t.text), t.date, rename(t.speaker))
                           for t in turns),
                     tuple(QAItem(rename(q.question), (rename(q.answer),),
-                                 tuple(conv.turns[i].dia_id for i in q.evidence))
+                                 tuple(conv.turns[i].dia_id for i in q.evidence),
+                                 CATEGORIES[q.category])
                           for q in inside)))
         if not instances:
-            raise ConfigError(f"no window of {window} turns holds the evidence of a QA pair")
+            raise ConfigError(f"no window of {size} turns holds the evidence of a QA pair")
         super().__init__(instances)
 
 
