@@ -14,8 +14,7 @@ from memgym.envs.locomo.source import LoCoMoSource
 from memgym.errors import ConfigError
 from memgym.replay import replay
 from memgym.rollouts import run_episodes
-from memgym.rollouts.locomo_eval import (category_table, conversation_kwargs,
-                                         evaluate_conversations)
+from memgym.rollouts.locomo_eval import category_table, conversation_kwargs, evaluate_conversations
 from memgym.scoring import best_span, span_f1, token_f1
 
 ENV_ID = "memgym/LoCoMoMemoryManager-v1"
@@ -57,7 +56,7 @@ def test_best_span_is_the_span_that_span_f1_scores():
     assert best_span("They adopted a dog and a cat", "a cat") == "cat"  # articles normalized
     assert best_span("nothing shared here", "Paris") == ""
     rng = random.Random(0)
-    words = "a b c d e f".split()  # "a" normalizes away: never all of it
+    words = ["a", "b", "c", "d", "e", "f"]  # "a" normalizes away: never all of it
     for _ in range(500):
         text = " ".join(rng.choices(words, k=rng.randint(1, 12))) + " f"
         gold = " ".join(rng.choices(words, k=rng.randint(1, 4))) + " e"
