@@ -21,6 +21,8 @@ EnvKw = Annotated[list[str] | None, typer.Option(
     "--env-kw", "-e", help="Env keyword argument KEY=VALUE (YAML value); repeatable.")]
 EngineOpt = Annotated[str, typer.Option(
     help="Engine of an LLM policy: hf (transformers), vllm, or openai (a server at --base-url)")]
+# a trajectory file, or a run's trajectory dataset (a directory of part files)
+TrajPath = Annotated[Path, typer.Argument(exists=True)]
 BaseUrl = Annotated[str | None, typer.Option(
     help="OpenAI-compatible server of --engine openai, e.g. http://localhost:8000/v1")]
 
@@ -301,7 +303,7 @@ def learn(configs: Annotated[list[Path], typer.Argument(exists=True, dir_okay=Fa
 
 
 @app.command()
-def sft(trajectories: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+def sft(trajectories: TrajPath,
         out: Annotated[Path, typer.Option(help="Directory for the fine-tuned model")],
         model: Annotated[str, typer.Option(help="'smollm2' or a model directory")] = "smollm2",
         epochs: float = 1.0, learning_rate: float = 2e-5, batch_size: int = 8,
@@ -358,7 +360,7 @@ def _verify(path: Path, max_report: int, workers: int = 1) -> bool:
 
 
 @app.command()
-def replay(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+def replay(path: TrajPath,
            verify: Annotated[bool, typer.Option(
                "--verify", help="Verify PATH (the default without --fork-at), or with --fork-at "
                                 "the fork file written")] = False,
@@ -401,7 +403,7 @@ def replay(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
 
 
 @app.command()
-def show(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+def show(path: TrajPath,
          episode: Annotated[str | None, typer.Option(
              help="Trajectory id (prefix); default: the first")] = None,
          html: Annotated[Path | None, typer.Option(
@@ -422,7 +424,7 @@ def show(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
 
 
 @app.command()
-def metrics(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+def metrics(path: TrajPath,
             by: Annotated[str, typer.Option(help="trajectory or policy")] = "policy",
             csv: Annotated[Path | None, typer.Option(help="Also write the table here")] = None,
             ) -> None:
@@ -439,7 +441,7 @@ def metrics(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
 
 
 @app.command()
-def export(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+def export(path: TrajPath,
            format_: Annotated[str, typer.Option("--format", help="sft or dpo")],
            out: Annotated[Path, typer.Option(help="JSONL file to write")],
            min_return: float | None = None, env: str | None = None,

@@ -1,7 +1,9 @@
 """``memgym train``: evaluate baselines and the untrained policy, train with GRPO or PPO on
 segments (full fine-tuning or LoRA via peft; gradient accumulation in the trainer's config),
 evaluate again, and write ``run_dir/{trajectories.parquet, metrics.csv, tensorboard/,
-reward_curve.png, kl.png, op_mix.png, checkpoint/, eval.json}``.
+reward_curve.png, kl.png, op_mix.png, checkpoint/, eval.json}``. ``trajectories.parquet`` is a
+Parquet dataset (directory) that every evaluation and iteration appends one file to
+(:class:`~memgym.trajectory_log.TrajectoryLog`): a write costs the new rows only.
 
 ``metrics.csv`` (and TensorBoard) has per iteration the reward, its terms, the trainer's stats
 (loss, KL, clip fraction, entropy, advantage statistics, gradient norm), the op mix and memory
@@ -73,12 +75,8 @@ from memgym.trainers.checkpoint import (
 from memgym.trainers.grpo import GRPOTrainer
 from memgym.trainers.ppo import PPOTrainer
 from memgym.trainers.sharded_checkpoint import save_sharded_checkpoint
-from memgym.trajectory import (
-    Trajectory,
-    load_trajectories,
-    trajectories_from_frame,
-    write_trajectories,
-)
+from memgym.trajectory import Trajectory
+from memgym.trajectory_log import TrajectoryLog
 
 EVAL_SEED_BASE = 1_000_000  # evaluation seeds never collide with training seeds
 STEPS_FILE = "trajectories.parquet"
@@ -173,7 +171,8 @@ class _Run:
                                      temperature=0.0)
         self.eval_kwargs = {**config.env, **config.eval_env}
         self.rng = np.random.default_rng(config.seed)  # episode and sampling seeds
-        self.trajectories: list[Trajectory] = []
+        # the run's trajectories, appended as they come (rank 0 writes; the others count)
+        self.store = TrajectoryLog(run_dir / STEPS_FILE) if self.is_main else None
         self.before: list[EvalResult] = []
         adapters = run_dir / ("adapter" if dist is None else f"adapter-rank{dist.rank}")
         self.rollouts = TrainingRollouts(
@@ -209,7 +208,7 @@ class _Run:
                                  self.config.eval_episodes, self.config.num_envs,
                                  step_threads=self.step_threads)
         result.policy = label
-        self.trajectories.extend(trajs)
+        self.store.append(trajs)
         return result
 
     def warm_start(self) -> None:
@@ -256,13 +255,9 @@ class _Run:
                               f"{self.config.iterations}")
         if not self.is_main:
             return rows, first
-        # the file may also hold the final evaluation of the run we resume: keep what preceded
-        path = self.run_dir / STEPS_FILE
-        self.trajectories = trajectories_from_frame(load_trajectories(path))
-        if len(self.trajectories) < kept:
-            raise ConfigError(f"{path} holds {len(self.trajectories)} trajectories, checkpoint "
-                              f"{source} expects at least {kept}")
-        self.trajectories = self.trajectories[:kept]
+        # the dataset may also hold what followed the checkpoint (the rollouts of the iteration
+        # that was cut, the final evaluation of the run we resume): keep what preceded it
+        self.store.truncate(kept)
         return rows, first
 
     def save(self, iteration: int, rng_state: dict, rows: list[dict]) -> None:
@@ -273,7 +268,7 @@ class _Run:
         summary = {"iteration": iteration, "global_step": self.trainer.global_step,
                    "config": self.config.model_dump()}
         state = {"iteration": iteration, "seed_rng": rng_state,
-                 "num_trajectories": len(self.trajectories), "rows": rows,
+                 "num_trajectories": self.store.count if self.store else 0, "rows": rows,
                  "before": [r.__dict__ for r in self.before]}
         path = self.run_dir / "checkpoint"
         if self.dist is not None:
@@ -318,7 +313,8 @@ class _Run:
         stats = trainer.step(RolloutBatch.from_rollouts(trajs, self.sampling))
         if next_rollout and not self.rollouts.ahead:
             self.next_rng_state = self.submit()
-        self.trajectories.extend(trajs)
+        if self.store is not None:
+            self.store.append(trajs)  # before any save
         summary = summarize("policy", trajs)
         row = {"iteration": iteration, "reward_mean": summary.mean, "reward_std": summary.std,
                "parse_error_rate": summary.parse_error_rate, **stats, **training_row(trajs),
@@ -365,7 +361,6 @@ class _Run:
             row = self.iteration(iteration, next_rollout=iteration + 1 < config.iterations)
             if main:
                 log.log(row)
-                write_trajectories(self.trajectories, run_dir / STEPS_FILE)  # before any save
             else:
                 rows.append(row)
             console.print(f"iter {iteration}: reward {row['reward_mean']:+.4f} parse errors "
@@ -384,7 +379,6 @@ class _Run:
         evals["wall_seconds"] = time.perf_counter() - started
         if main:
             print_table(console, "validation after training", [*self.before, after])
-            write_trajectories(self.trajectories, run_dir / STEPS_FILE)
             (run_dir / "eval.json").write_text(json.dumps(evals, indent=2))
             write_plots(log.frame(), evals, run_dir)
             if self.reader is not None:
@@ -446,11 +440,11 @@ def train(config: TrainConfig, console: Console | None = None) -> dict:
         torch.manual_seed(config.seed)
         started = time.perf_counter()
         run = _Run(config, console, run_dir, source, dist, reader)
-        if dist is not None and source is not None:
-            from memgym.trainers.sharded_checkpoint import load_sharded_checkpoint
+        try:  # the rollout runner (Ray actors, threads) is shut down whatever happens
+            if dist is not None and source is not None:
+                from memgym.trainers.sharded_checkpoint import load_sharded_checkpoint
 
-            state = load_sharded_checkpoint(source, dist, run.trainer)
-        try:
+                state = load_sharded_checkpoint(source, dist, run.trainer)
             return run.run(state, source, started)
         finally:
             run.rollouts.close()

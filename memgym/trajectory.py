@@ -309,19 +309,23 @@ def _migrate_v2(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_trajectories(path: str | Path) -> pd.DataFrame:
-    """Read a trajectory file as a DataFrame, one row per segment, in the current schema.
-
-    Schema-1 and -2 files are migrated (see the module docstring).
+    """Read a trajectory file, or a run's dataset directory of ``part-*.parquet`` files (parts
+    in order, :mod:`memgym.trajectory_log`), as a DataFrame, one row per segment, in the
+    current schema. Schema-1 and -2 files are migrated (see the module docstring).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        SchemaError: The file is not readable Parquet, was not written by memgym, lacks
-            columns, or has a schema version this memgym cannot read.
+        SchemaError: A file is not readable Parquet, was not written by memgym, lacks columns,
+            or has a schema version this memgym cannot read; a directory holds no part file.
     """
-    if not Path(path).exists():
+    path = Path(path)
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such trajectory file")
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise SchemaError(f"{path}: a directory without part-*.parquet files")
     try:
-        return _read(path)
+        return pd.concat([_read(f) for f in files], ignore_index=True)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # bytes that are no file
         raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
 
@@ -470,24 +474,20 @@ def decode_trajectory(stored: StoredTrajectory) -> Trajectory:
     """
     if stored.problem:
         raise SchemaError(f"trajectory {stored.id}: {stored.problem}")
-    try:
-        return _decode(stored)
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"trajectory {stored.id}: a JSON field is not valid JSON ({exc})"
-                          ) from exc
-
-
-def _decode(stored: StoredTrajectory) -> Trajectory:
     meta = stored.meta
     segments = [seg for seg in stored.segments if seg.prompt_ids or seg.completion_ids]
     for number, seg in enumerate(segments):
         seg.index = number
+    try:
+        steps, config = [_decode_step(rec) for rec in stored.steps], json.loads(meta["config"])
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"trajectory {stored.id}: a JSON field is not valid JSON ({exc})"
+                          ) from exc
     return Trajectory(
-        env_id=meta["env_id"], seed=int(meta["seed"]), config=json.loads(meta["config"]),
-        policy=meta["policy"], steps=[_decode_step(rec) for rec in stored.steps],
-        final_observation=meta["final_observation"], id=stored.id, group=int(meta["group"]),
-        segments=segments, parent_id=meta["parent_id"], parent_step=int(meta["parent_step"]),
-        policy_version=int(meta["policy_version"]))
+        env_id=meta["env_id"], seed=int(meta["seed"]), config=config, policy=meta["policy"],
+        steps=steps, final_observation=meta["final_observation"], id=stored.id,
+        group=int(meta["group"]), segments=segments, parent_id=meta["parent_id"],
+        parent_step=int(meta["parent_step"]), policy_version=int(meta["policy_version"]))
 
 
 def trajectories_from_frame(frame: pd.DataFrame) -> list[Trajectory]:

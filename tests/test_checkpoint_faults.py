@@ -43,7 +43,7 @@ from memgym.trainers.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from memgym.trajectory import trajectories_from_frame
+from memgym.trajectory import load_trajectories, trajectories_from_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -367,7 +367,7 @@ def test_a_lora_run_killed_mid_save_resumes_exactly_in_a_fresh_process(tmp_path)
     # what the uninterrupted run computed: both iterations' metrics and rollouts, and the
     # adapter and optimizer after its second step (complete, never committed)
     straight = pd.read_csv(run_dir / "metrics.csv")
-    straight_rollouts = pd.read_parquet(run_dir / "trajectories.parquet")
+    straight_rollouts = load_trajectories(run_dir / "trajectories.parquet")
     reference = shutil.copytree(run_dir / "checkpoint.partial", tmp_path / "reference")
     assert verify_checkpoint(reference)["iteration"] == 2
 
@@ -383,7 +383,7 @@ def test_a_lora_run_killed_mid_save_resumes_exactly_in_a_fresh_process(tmp_path)
     assert straight["grad_norm"].iloc[0] > 0 and straight["reward_std"].iloc[0] > 0
     def training_rollouts(frame: pd.DataFrame) -> list:
         return [episode_view(t) for t in trajectories_from_frame(frame[frame.policy == "policy"])]
-    rollouts = pd.read_parquet(run_dir / "trajectories.parquet")
+    rollouts = load_trajectories(run_dir / "trajectories.parquet")
     assert training_rollouts(rollouts) == training_rollouts(straight_rollouts)
 
     # the step after the checkpoint used the restored Adam moments: same adapter and optimizer

@@ -11,7 +11,7 @@ import memgym.train
 from memgym.errors import ConfigError
 from memgym.train import prepare_run_dir, train
 from memgym.trainers.grpo import GRPOTrainer
-from memgym.trajectory import trajectories_from_frame
+from memgym.trajectory import load_trajectories, trajectories_from_frame
 
 from .test_checkpoint_faults import tiny_config
 
@@ -35,7 +35,7 @@ def test_a_run_killed_after_its_first_iteration_keeps_it(tmp_path, monkeypatch):
         train(config)
     assert not (tmp_path / "checkpoint").exists()  # the default saves only at the end
     assert list(pd.read_csv(tmp_path / "metrics.csv")["iteration"]) == [0]
-    trajs = trajectories_from_frame(pd.read_parquet(tmp_path / memgym.train.STEPS_FILE))
+    trajs = trajectories_from_frame(load_trajectories(tmp_path / memgym.train.STEPS_FILE))
     rolled_out = [t for t in trajs if t.policy == "policy"]
     assert len(rolled_out) == config.episodes_per_iteration * config.group_size
     assert {t.policy_version for t in rolled_out} == {0}

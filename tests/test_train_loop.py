@@ -18,7 +18,8 @@ from memgym.errors import ConfigError
 from memgym.report import PRIVILEGED
 from memgym.train import load_policy, train
 from memgym.trainers.checkpoint import load_checkpoint_state, save_checkpoint
-from memgym.trajectory import trajectories_from_frame
+from memgym.trajectory import load_trajectories, trajectories_from_frame
+from memgym.trajectory_log import dataset_parts
 
 from .conftest import episode_view
 
@@ -65,7 +66,8 @@ class TwoIterationRun:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(memgym.train, "save_checkpoint", keep_first)
             self.evals = _run(self.straight, iterations=2, **ALGORITHMS[algorithm])
-        shutil.copy(self.straight / "trajectories.parquet", self.stopped)
+        shutil.copytree(self.straight / "trajectories.parquet",
+                        self.stopped / "trajectories.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +118,20 @@ def test_resume_reproduces_the_next_iteration_exactly(two_iteration_run, algorit
 
     # the resumed run keeps the trajectories up to its checkpoint (the baselines' evaluation
     # included) and adds its own: the straight run's, token for token
-    frame = pd.read_parquet(run.stopped / "trajectories.parquet")
+    frame = load_trajectories(run.stopped / "trajectories.parquet")
     per_policy = frame.groupby("policy")["trajectory_id"].nunique()
     assert per_policy["policy"] == 8 and per_policy["trained"] == 1
     assert per_policy["oracle"] == 1 and per_policy["policy@1"] == 1
-    straight_frame = pd.read_parquet(run.straight / "trajectories.parquet")
+    straight_frame = load_trajectories(run.straight / "trajectories.parquet")
     assert ([episode_view(t) for t in trajectories_from_frame(frame)] ==
             [episode_view(t) for t in trajectories_from_frame(straight_frame)])
+    # every evaluation and iteration appended one part with its own trajectories only
+    parts = {name: [(set(t["policy"].tolist()), t["trajectory_id"].nunique()) for t in
+                    map(load_trajectories, dataset_parts(run_dir / "trajectories.parquet"))]
+             for name, run_dir in (("straight", run.straight), ("stopped", run.stopped))}
+    assert parts["straight"] == parts["stopped"]
+    assert [p for p in parts["straight"] if "policy" in p[0]] == [({"policy"}, 4)] * 2
+    assert all(len(policies) == 1 for policies, _ in parts["straight"])
 
 
 @pytest.mark.slow
