@@ -163,6 +163,12 @@ def _words(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
+@functools.lru_cache(maxsize=16)
+def _instruction_words(instructions: str) -> str:
+    """:func:`_words` of an env's instructions (the same few texts every step: cached)."""
+    return _words(instructions)
+
+
 def _copied(value: str, instructions: str, words: str) -> bool:
     """Whether an op's text copies the instructions (``words``: their :func:`_words`): its
     words (two or more) are a run of the instructions' words, or it is verbatim instruction
@@ -204,8 +210,8 @@ def strict_result(result: ParseResult, text: str, *, cut: bool = False,
         if rest:
             return ParseResult((), ParseError(result.end, f"text after the action: "
                                                           f"{rest[:40]!r}"))
-    if instructions:
-        words = _words(instructions)
+    if instructions and result.ops:
+        words = _instruction_words(instructions)
         for op in result.ops:
             for name in _PROSE_FIELDS:
                 value = getattr(op, name, None)
