@@ -18,7 +18,6 @@ from memgym.engine import Engine, SamplingParams
 from memgym.envs.answer_server import SERVED, AnswerServer, lookup_reader
 from memgym.errors import ConfigError
 from memgym.memory import MemoryBank, MemoryEntry
-from memgym.retrieval import BM25Index
 from memgym.scoring import exact_match, span_exact_match, span_f1, token_f1
 
 _METRICS = {"f1": token_f1, "em": exact_match}
@@ -66,14 +65,13 @@ class Answerer(Protocol):
         ...
 
 
-def _retrieval(entries: Sequence[MemoryEntry], hits: Sequence[tuple[int, float]],
-               answers: Sequence[str]) -> tuple[dict[str, tuple[str, ...]], list[float]]:
-    """``retrieved`` and ``supporting`` of :class:`Answered` for BM25 ``hits`` into ``entries``,
-    and each hit's best token F1 against the gold answers."""
-    f1 = [max(token_f1(entries[i].text, a) for a in answers) for i, _ in hits]
-    return {"retrieved": tuple(entries[i].id for i, _ in hits),
-            "supporting": tuple(entries[i].id for (i, _), s in zip(hits, f1, strict=True)
-                                if s > 0)}, f1
+def _retrieval(hits: Sequence[MemoryEntry], answers: Sequence[str]
+               ) -> tuple[dict[str, tuple[str, ...]], list[float]]:
+    """``retrieved`` and ``supporting`` of :class:`Answered` for the retrieved entries
+    ``hits``, and each hit's best token F1 against the gold answers."""
+    f1 = [max(token_f1(e.text, a) for a in answers) for e in hits]
+    return {"retrieved": tuple(e.id for e in hits),
+            "supporting": tuple(e.id for e, s in zip(hits, f1, strict=True) if s > 0)}, f1
 
 
 def _metric(name: str, span: bool = False):
@@ -112,18 +110,16 @@ class RecallAnswerer:
 
     def answer(self, questions: Sequence[Question], bank: MemoryBank) -> list[Answered]:
         """See :class:`Answerer`."""
-        entries = bank.entries()
-        index = BM25Index([e.text for e in entries])
         out = []
         for q in questions:
             best, best_score = "", 0.0
-            hits = index.search(q.question, self.top_k)
-            read, f1 = _retrieval(entries, hits, q.answers)
+            hits = [entry for entry, _ in bank.search(q.question, self.top_k)]
+            read, f1 = _retrieval(hits, q.answers)
             scores = f1 if self.metric is token_f1 else [
-                max(self.metric(entries[i].text, a) for a in q.answers) for i, _ in hits]
-            for (i, _), score in zip(hits, scores, strict=True):
+                max(self.metric(e.text, a) for a in q.answers) for e in hits]
+            for entry, score in zip(hits, scores, strict=True):
                 if score > best_score:
-                    best, best_score = entries[i].text, score
+                    best, best_score = entry.text, score
             out.append(Answered(q.question, q.answers[0], best, best_score, **read))
         return out
 
@@ -210,13 +206,11 @@ class LLMAnswerer:
         Raises:
             EngineError: The engine failed.
         """
-        entries = bank.entries()
-        index = BM25Index([e.text for e in entries])
         keys, reads = [], []
         for q in questions:
-            hits = index.search(q.question, self.top_k)
-            reads.append(_retrieval(entries, hits, q.answers)[0])
-            keys.append((q.question, tuple(entries[i].text for i, _ in hits)))
+            hits = [entry for entry, _ in bank.search(q.question, self.top_k)]
+            reads.append(_retrieval(hits, q.answers)[0])
+            keys.append((q.question, tuple(e.text for e in hits)))
         prompts = [self.prompt(*key) for key in keys]
         if not prompts:
             texts = []

@@ -3,7 +3,9 @@
 Entries carry their provenance (which stream item they came from) and the steps at which they
 were created and last updated, so replay and memory metrics can reason about staleness.
 ``snapshot()`` returns an immutable value and ``restore()`` takes it back: replay and forking are
-exact and cheap (entries are frozen, a snapshot shares them).
+exact and cheap (entries are frozen, a snapshot shares them). The bank keeps a BM25 index of its
+texts that every op edits in place (:meth:`MemoryBank.search`), so a step's retrieval cost does
+not include re-indexing the bank.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from memgym.ops import Add, Delete, MemoryOp, Noop, OpResult, Update
+from memgym.retrieval import BM25Index
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class MemoryBank:
         self.max_text_chars = max_text_chars
         self._entries: dict[str, MemoryEntry] = {}
         self._next_id = 0
-        self.version = 0  # bumped on every change; lets retrievers cache their index
+        self.version = 0  # bumped on every change
+        self._index: BM25Index | None = BM25Index()  # None: rebuild on the next search
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -98,6 +102,8 @@ class MemoryBank:
             self._next_id += 1
             self._entries[entry_id] = MemoryEntry(entry_id, text, step, step, provenance)
             self.version += 1
+            if self._index is not None:
+                self._index.add(entry_id, text)
             return OpResult(op, True, entry_id)
         if isinstance(op, Update):
             old = self._entries.get(op.id)
@@ -106,11 +112,15 @@ class MemoryBank:
             self._entries[op.id] = replace(old, text=text, updated_step=step,
                                            provenance=provenance or old.provenance)
             self.version += 1
+            if self._index is not None:
+                self._index.replace(op.id, text)
             return OpResult(op, True, op.id)
         if isinstance(op, Delete):
             if self._entries.pop(op.id, None) is None:
                 return OpResult(op, False, op.id, f"no entry with id {op.id!r}")
             self.version += 1
+            if self._index is not None:
+                self._index.remove(op.id)
             return OpResult(op, True, op.id)
         return OpResult(op, False, None, f"a memory bank cannot apply {type(op).__name__}")
 
@@ -127,3 +137,26 @@ class MemoryBank:
         self._entries = {e.id: e for e in snap.entries}
         self._next_id = snap.next_id
         self.version += 1
+        self._index = None
+
+    def search(self, query: str, k: int) -> list[tuple[MemoryEntry, float]]:
+        """The top-``k`` entries for ``query`` by BM25 (:class:`~memgym.retrieval.BM25Index`).
+
+        The index follows every op; after :meth:`restore` (or a copy) it is built once, on the
+        next search.
+
+        Args:
+            query: Free text.
+            k: Most entries to return (>= 0).
+
+        Returns:
+            ``(entry, score)`` pairs, best first, ties in bank order; only entries sharing a
+            term with the query.
+        """
+        if self._index is None:
+            self._index = BM25Index([e.text for e in self._entries.values()], list(self._entries))
+        return [(self._entries[key], score) for key, score in self._index.search(query, k)]
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the index out (it is rebuilt on the next search)."""
+        return {**self.__dict__, "_index": None}

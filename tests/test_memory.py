@@ -36,3 +36,40 @@ def test_snapshot_restore_is_exact():
 def test_op_dict_roundtrip():
     for op in [Add("x"), Update("1", "y"), Delete("2"), Noop(), Answer("z")]:
         assert op_from_dict(op_to_dict(op)) == op
+
+
+def test_search_follows_every_op_and_survives_copies_and_restore():
+    """The bank's index is edited per op; its results equal an index built anew over the
+    bank's entries, also after a deepcopy (env snapshot) and a restore."""
+    import copy
+
+    from memgym.retrieval import BM25Index
+
+    bank = MemoryBank()
+    texts = ["Caroline went to the LGBTQ support group", "Melanie paints sunsets",
+             "Caroline is a counselor", "Melanie ran a charity race", "the group met on Friday"]
+    bank.apply_all([Add(t) for t in texts], step=0)
+    bank.apply_all([Update("1", "Melanie paints lakes and sunsets"), Delete("2"),
+                    Add("Caroline moved from Sweden")], step=1)
+
+    def expected(b, query):
+        entries = b.entries()
+        return [(entries[i], s) for i, s in BM25Index([e.text for e in entries]).search(query, 3)]
+
+    queries = ["Caroline support group", "sunsets Melanie", "Sweden counselor race"]
+    for query in queries:
+        assert bank.search(query, 3) == expected(bank, query)
+    assert sorted(e.id for e, _ in bank.search("Caroline", 5)) == ["0", "5"]  # "2" deleted
+    twin = copy.deepcopy(bank)
+    snap = bank.snapshot()
+    bank.apply(Delete("0"), step=2)
+    for query in queries:
+        assert twin.search(query, 3) == expected(twin, query)
+        assert bank.search(query, 3) == expected(bank, query)
+    assert "0" not in [e.id for e, _ in bank.search("Caroline", 5)]
+    bank.restore(snap)
+    for query in queries:
+        assert bank.search(query, 3) == twin.search(query, 3) == expected(twin, query)
+    bank.apply_all([Update("0", "Caroline left the group"), Add("Sweden in June")], step=3)
+    for query in queries:  # the index rebuilt after the restore follows ops again
+        assert bank.search(query, 3) == expected(bank, query)

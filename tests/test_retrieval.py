@@ -4,6 +4,7 @@ import bm25s
 import numpy as np
 import pytest
 
+from memgym.errors import ConfigError
 from memgym.retrieval import BM25Index, tokenize
 
 WORDS = ["alpha", "beta", "gamma", "delta", "the", "and", "is", "it", "Caroline", "LGBTQ",
@@ -50,3 +51,41 @@ def test_tokenizer_matches_bm25s():
 def test_corpus_without_tokens_matches_nothing():
     assert BM25Index(["the it is", "", "x"]).search("alpha it", 3) == []
     assert BM25Index([]).search("alpha", 3) == []
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_edited_index_equals_bm25s_over_the_live_texts(seed):
+    """add / replace / remove edit the index in place; it must rank and score exactly as bm25s
+    built anew over the live documents in key order (ties: earlier key first)."""
+    rng = np.random.default_rng(100 + seed)
+    live = {key: _text(rng, 1, 12) for key in range(seed % 4 * 10)}  # built, then edited
+    index, next_key = BM25Index(list(live.values())), len(live)
+    steps = 600 if seed % 3 == 2 else 100  # past 256 slots (~310 adds) the numpy path ranks
+    for _ in range(steps):
+        roll = rng.random()
+        if roll < 0.2 and live:
+            key = int(rng.choice(list(live)))
+            index.remove(key)
+            del live[key]
+        elif roll < 0.35 and live:
+            key = int(rng.choice(list(live)))
+            live[key] = _text(rng, 1, 12)
+            index.replace(key, live[key])
+        else:
+            live[next_key] = _text(rng, 1, 12)
+            index.add(next_key, live[next_key])
+            next_key += 1
+        if rng.random() < 0.3 and any(tokenize(t) for t in live.values()):
+            keys, texts = list(live), list(live.values())
+            query, k = _text(rng, 1, 8), int(rng.integers(1, 8))
+            expected = [(keys[i], s) for i, s in _bm25s_search(texts, query, k)]
+            assert index.search(query, k) == expected
+    assert index.size == len(live)
+
+
+def test_index_refuses_a_key_twice():
+    index = BM25Index(["alpha beta"])
+    with pytest.raises(ConfigError, match="already holds key 0"):
+        index.add(0, "gamma")
+    with pytest.raises(KeyError):
+        index.remove(7)

@@ -10,10 +10,9 @@ import numpy as np
 from memgym.codecs import Mem0JsonCodec
 from memgym.envs.answerers import Answerer, Question, make_answerer
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
-from memgym.envs.sources import TaskSource, make_source, pick_instance
+from memgym.envs.sources import TaskInstance, TaskSource, make_source, pick_instance
 from memgym.errors import ConfigError
 from memgym.memory import BankSnapshot, MemoryBank
-from memgym.retrieval import BM25Index
 
 INSTRUCTIONS = (
     "You manage a memory bank about a conversation. Reply with JSON only: "
@@ -96,6 +95,7 @@ class MemoryManagerEnv(MemgymEnv):
     """
 
     state_attrs = ("instance", "bank", "t")
+    _evidence_of: tuple[TaskInstance, dict, set] | None = None  # (instance, QAs by item, evidence)
 
     def __init__(self, source: str | TaskSource = "locomo", split: str = "train",
                  related_k: int = 3, answerer: str | Answerer = "recall", answer_top_k: int = 5,
@@ -117,9 +117,8 @@ class MemoryManagerEnv(MemgymEnv):
     def _observation(self) -> str:
         item = self.instance.items[self.t]
         query = f"{item.speaker} {item.text}"
-        entries = self.bank.entries()
-        hits = BM25Index([e.text for e in entries]).search(query, self.related_k)
-        related = "\n".join(f"[{entries[i].id}] {entries[i].text}" for i, _ in hits)
+        hits = self.bank.search(query, self.related_k)
+        related = "\n".join(f"[{entry.id}] {entry.text}" for entry, _ in hits)
         speaker = f"{item.speaker}: " if item.speaker else ""
         return clean(f"{self.instructions}\nDate: {item.date}\nNew turn: {speaker}{item.text}\n"
                      f"Related memories:\n{related or '(none)'}")
@@ -139,12 +138,21 @@ class MemoryManagerEnv(MemgymEnv):
 
     def _item_info(self) -> dict[str, Any]:
         item = self.instance.items[self.t]
-        answers = [(q.question, q.answers[0]) for q in self.instance.questions
-                   if q.answers and q.evidence and q.evidence[-1] == item.id]
-        evidence = any(item.id in q.evidence for q in self.instance.questions if q.answers)
+        if self._evidence_of is None or self._evidence_of[0] is not self.instance:
+            answered: dict[str, list[tuple[str, str]]] = {}  # last evidence item -> its QAs
+            evidence: set[str] = set()  # items that are evidence of an answerable question
+            for q in self.instance.questions:
+                if q.answers:
+                    evidence.update(q.evidence)
+                    if q.evidence:
+                        answered.setdefault(q.evidence[-1], []).append((q.question,
+                                                                        q.answers[0]))
+            self._evidence_of = (self.instance, answered, evidence)  # per instance, O(1) a step
+        _, answered, evidence = self._evidence_of
         return {"turn": {"id": item.id, "speaker": item.speaker, "date": item.date,
                          "text": item.text},
-                "privileged": {"answers": answers, "evidence": evidence}}
+                "privileged": {"answers": list(answered.get(item.id, ())),
+                               "evidence": item.id in evidence}}
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[str, dict]:
