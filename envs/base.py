@@ -70,17 +70,21 @@ def clean(text: str) -> str:
 
 
 @functools.cache
-def _text_space(max_length: int) -> spaces.Text:
-    return spaces.Text(max_length=max_length, min_length=0, charset=CHARSET)
+def _text_space() -> spaces.Text:
+    return spaces.Text(max_length=1, min_length=0, charset=CHARSET)
 
 
 def text_space(max_length: int) -> spaces.Text:
-    """A ``Text`` space over :data:`CHARSET` that admits the empty string.
+    """A ``Text`` space over :data:`CHARSET` of at most ``max_length`` characters that admits
+    the empty string.
 
-    A shallow copy of a cached space: its charset tables (built in ~25 ms) are shared and never
-    mutated, while each copy seeds and samples with its own RNG.
+    A shallow copy of one cached space with its public ``max_length`` set: the charset tables
+    (built in ~40 ms) are shared by every space of the process and never mutated, while each
+    copy seeds and samples with its own RNG.
     """
-    return copy.copy(_text_space(max_length))
+    space = copy.copy(_text_space())
+    space.max_length = int(max_length)
+    return space
 
 
 def step_info(parsed: ParseResult, results: Sequence[OpResult], terms: dict[str, float],
