@@ -18,6 +18,8 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizer,
 )
@@ -180,6 +182,39 @@ def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
     return min(map(len, rows))
 
 
+class TokenLogprobs(LogitsProcessor):
+    """Records each generated token's logprob under ``log_softmax(logits / temperature)`` while
+    ``generate`` runs, keeping one step's distribution, ``(batch, vocab)``, instead of every
+    step's logits (``output_logits``: ``(batch, new tokens, vocab)``, 1.2 GB for 48 rows of 128
+    SmolLM2 tokens in float32, and as much again per copy taken to normalize them).
+
+    ``generate`` applies custom processors before its sampling warpers (temperature, top-p), so
+    the logits seen here are the model's (unless its generation config adds a processor such
+    as a repetition penalty). A step's call reads the token that the previous step chose.
+
+    Args:
+        temperature: T of the sampled distribution (1 for greedy decoding).
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.last: torch.Tensor | None = None  # (batch, vocab) logprobs of the latest step
+        self.chosen: list[torch.Tensor] = []  # per finished step: (batch,) chosen logprobs
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
+                 ) -> torch.FloatTensor:
+        """Record the previous step's choice; keep this step's distribution; pass ``scores``."""
+        if self.last is not None:
+            self.chosen.append(self.last.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.last = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def logprobs(self, new: torch.Tensor) -> torch.Tensor:
+        """``(batch, new tokens)`` float32 logprobs of the generated ids ``new``."""
+        steps = [*self.chosen, self.last.gather(-1, new[:, -1:]).squeeze(-1)]
+        return torch.stack(steps[:new.shape[1]], dim=1)
+
+
 class HFEngine:
     """Batched generation with a transformers causal LM, returning token ids and logprobs.
 
@@ -291,23 +326,21 @@ class HFEngine:
                                               else contextlib.nullcontext()):
                     cache = (prefill(self.model, ids, shared, width, params.max_new_tokens)
                              if fast else None)
-                    gen = self.model.generate(
+                    scorer = TokenLogprobs(params.temperature if sample else 1.0)
+                    sequences = self.model.generate(
                         input_ids=torch.tensor(input_ids, device=device),
                         attention_mask=torch.tensor(attention, device=device),
                         past_key_values=cache,
                         do_sample=sample, temperature=params.temperature if sample else None,
                         top_p=params.top_p if sample else None, top_k=0 if sample else None,
                         max_new_tokens=params.max_new_tokens, pad_token_id=pad,
-                        eos_token_id=eos, output_logits=True, return_dict_in_generate=True)
+                        eos_token_id=eos, logits_processor=LogitsProcessorList([scorer]))
+                    new = sequences[:, width:]
+                    logprobs = scorer.logprobs(new)
             except (RuntimeError, ValueError) as exc:
                 raise EngineError(f"generation failed: {exc}") from exc
             finally:
                 self.model.train(was_training)
-        new = gen.sequences[:, width:]
-        logits = torch.stack(gen.logits, dim=1).float()  # (batch, new_tokens, vocab)
-        if sample:
-            logits = logits / params.temperature
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
         result = []
         for row, prompt, lp in zip(new.tolist(), ids, logprobs.tolist(), strict=True):
             n = row.index(eos) + 1 if eos in row else len(row)

@@ -37,6 +37,35 @@ def test_greedy_is_deterministic_and_logprobs_match_a_forward_pass(engine):
     assert torch.allclose(recomputed[0], torch.tensor(a[1].logprobs), atol=1e-3)
 
 
+def test_sampled_logprobs_are_the_tempered_distributions_and_need_no_logits_kept(engine,
+                                                                                  monkeypatch):
+    """At T = 0.7 each sampled token's logprob is log_softmax(logits / T) of a forward pass
+    (mutation: at T = 1 they differ); rows that stop early keep their own lengths; generate is
+    never asked to keep every step's logits (48 x 128 x 49,152 floats in the quickstart)."""
+    generate = type(engine.model).generate
+
+    def no_logits(model, *args, **kwargs):
+        assert not kwargs.get("output_logits") and not kwargs.get("output_scores")
+        return generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(type(engine.model), "generate", no_logits)
+    params = SamplingParams(max_new_tokens=12, temperature=0.7, seed=7)
+    out = engine.generate(PROMPTS, params)
+    for completion in out:
+        seg = type("S", (), {"prompt_ids": list(completion.prompt_ids),
+                             "completion_ids": list(completion.completion_ids),
+                             "loss_mask": [1] * len(completion.completion_ids),
+                             "logprobs": list(completion.logprobs)})
+        with torch.no_grad():
+            packed = pack_segments([seg], engine.tokenizer.pad_token_id)
+            tempered = completion_logprobs(engine.model, packed, temperature=0.7)[0][0]
+            untempered = completion_logprobs(engine.model, packed)[0][0]
+        logprobs = torch.tensor(completion.logprobs)
+        assert len(logprobs) == len(completion.completion_ids)
+        assert torch.allclose(tempered[:len(logprobs)], logprobs, atol=1e-3)
+        assert not torch.allclose(untempered[:len(logprobs)], logprobs, atol=1e-3)
+
+
 def test_batch_with_a_shared_prefix_decodes_as_one_prompt_at_a_time(engine):
     params = SamplingParams(max_new_tokens=12, temperature=0.0)
     prompts = [*PROMPTS, [{"role": "user", "content": "Count from one to five, in words."}]]
