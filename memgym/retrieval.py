@@ -1,19 +1,25 @@
 """BM25 retrieval over short texts (memory entries, sessions, passages), scored as bm25s scores.
 
 Why this is not a thin wrapper over ``bm25s.BM25``: bm25s has no incremental add, so an env
-rebuilds the index over its memory bank for every observation. For a bank of tens of entries
-bm25s's build (vocabulary, CSC matrix, tokenizer and progress machinery) costs ~0.3 ms, which
-dominated stepping and replay (~1.3k env steps/s). :class:`BM25Index` reproduces bm25s's
-default model exactly -- its tokenizer (scikit-learn's token pattern, lowercase, bm25s's English
-stopwords), the Lucene BM25 variant with ``k1=1.5, b=0.75``, float32 per-(term, document)
-scores and their float32 accumulation in query-term order -- caches tokenization per text (a
-pure function, so the cache never changes results) and scores only the terms a query uses.
-``tests/test_retrieval.py`` checks that rankings and scores equal bm25s's bit for bit on random
-corpora and queries.
+would rebuild the index over its memory bank for every observation (~0.3 ms for tens of entries,
+and a step's cost growing with the bank). :class:`BM25Index` reproduces bm25s's default model
+exactly -- its tokenizer (scikit-learn's token pattern, lowercase, bm25s's English stopwords),
+the Lucene BM25 variant with ``k1=1.5, b=0.75``, float32 per-(term, document) scores and their
+float32 accumulation in query-term order -- and is edited per document (:meth:`BM25Index.add`,
+``replace``, ``remove``): a :class:`~memgym.memory.MemoryBank` keeps one index for a whole
+episode, and a step pays for its op's terms and for ranking the query's postings, not for
+re-indexing the bank. ``tests/test_retrieval.py`` checks that rankings and scores equal bm25s's
+bit for bit on random corpora, queries and edit sequences.
+
+SQLite FTS5 (stdlib ``sqlite3``), which also indexes per row, was measured beside it
+(``experiments/bench/bank_scale.py``): 5-10x slower per memory-manager step at 10 and 1,000
+entries, and its ``bm25()`` (k1 = 1.2, its own idf and tokenizer) would rank differently, which
+would change every saved trajectory's observations.
 
 Exactness notes: Python floats are IEEE doubles, so the double-precision steps match numpy's;
-rounding to float32 goes through ``array("f")``; accumulating float32 values in double and
-rounding after each addition equals float32 addition (double has >= 2*24+2 bits).
+rounding to float32 goes through ``array("f")`` or ``astype(float32)``; accumulating float32
+values in double and rounding after each addition equals float32 addition (double has >= 2*24+2
+bits), and ``np.add.at`` adds in index order, so a document's terms add in query order.
 """
 
 from __future__ import annotations

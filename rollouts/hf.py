@@ -228,8 +228,8 @@ class HFEngine:
     prefilled once and their own tokens unpadded (:func:`~memgym.rollouts.prefill.prefill`);
     decoding appends to the KV cache in place (:class:`~memgym.rollouts.kv_cache.AppendCache`)
     and runs the linear layers on pre-transposed weights
-    (:class:`~memgym.rollouts.prepack.PrepackedLinears`, the only state kept across calls,
-    redone when the trainer changes a weight). Anywhere else it is plain ``model.generate`` on
+    (:class:`~memgym.rollouts.prepack.PrepackedLinears`, made per batch from the current
+    weights, so nothing is kept between calls). Anywhere else it is plain ``model.generate`` on
     the left-padded batch: the same tokens, logprobs equal to float32 rounding (tested within
     1e-4). :attr:`last_path` says which one the last
     batch took. While it generates the fast path patches the model's linear layers, so calls

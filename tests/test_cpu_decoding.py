@@ -93,8 +93,8 @@ def test_packed_rows_mask_gives_each_row_the_prefix_and_its_own_tokens_causally(
 
 
 def test_a_trainer_step_reaches_the_engines_weight_copies():
-    """GRPOTrainer's fused AdamW would leave version counters unchanged on CPU; the trainer
-    bumps them, so an engine sharing the model never generates with pre-update copies."""
+    """An engine sharing the trainer's model generates with the weights of the latest update
+    (its transposed copies are made per generation, from the current weights)."""
     from memgym.trainers import GRPOConfig, GRPOTrainer, SegmentBatch
     from memgym.trajectory import Segment
 

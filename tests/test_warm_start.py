@@ -39,6 +39,23 @@ def test_warm_start_config_is_checked_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_micro_batch_accumulates_to_the_batch(monkeypatch, tmp_path):
+    """warm_start.micro_batch is TRL's per-pass batch; batch_size / micro_batch passes make one
+    optimizer step; a micro-batch that does not divide the batch is refused."""
+    with pytest.raises(ConfigError, match=r"micro_batch \(3\) must divide"):
+        load_config("experiments/quickstart.yaml", {"warm_start": {
+            "policy": "evidence", "batch_size": 8, "micro_batch": 3}})
+    seen = []
+    monkeypatch.setattr("memgym.trainers.warm_start.train_sft",
+                        lambda *args: seen.append(args[-1]) or [{"loss": 1.0}])
+    teacher = baselines(ENV_ID)["oracle"]()
+    trajectories = run_episodes(ENV_ID, TINY, teacher, [0, 1], num_envs=2, progress=False)
+    for micro, expected in ((2, (2, 4)), (None, (8, 1))):
+        warm_start(torch.nn.Linear(1, 1), None, trajectories, WarmStartConfig(
+            policy="oracle", batch_size=8, micro_batch=micro), tmp_path, seed=0)
+        assert (seen[-1].batch_size, seen[-1].grad_accum) == expected
+
+
 @pytest.mark.slow
 def test_warm_start_fits_the_teacher_and_the_engine_generates_with_the_new_weights(tmp_path):
     teacher = baselines(ENV_ID)["oracle"]()

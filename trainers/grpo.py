@@ -45,10 +45,9 @@ if TYPE_CHECKING:
 def mark_updated(params: list[torch.Tensor]) -> None:
     """Bump the version counters of ``params`` after an optimizer step, by an in-place
     multiply by 1 (exact). Fused AdamW on CPU updates parameters without bumping them (torch
-    2.13), so in-place-change checks would miss the update: autograd's saved-tensor check and
-    the HF engine's weight copies (:class:`memgym.rollouts.prepack.PrepackedLinears`), which
-    would keep generating with the old weights. Costs one elementwise pass (~0.05 s for 135M
-    parameters here; fused AdamW saves ~0.3 s against the for-loop one)."""
+    2.13), so in-place-change checks (autograd's saved-tensor check) would miss the update.
+    Costs one elementwise pass (~0.05 s for 135M parameters here; fused AdamW saves ~0.3 s
+    against the for-loop one)."""
     with torch.no_grad():
         for param in params:
             if param.device.type == "cpu":

@@ -73,9 +73,10 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
         if len(dataset) == 0:
             raise ConfigError(f"warm_start.balance: the teacher {settings.policy!r} wrote "
                               "no op in its episodes: nothing to balance against")
+    micro = settings.micro_batch or settings.batch_size
     history = train_sft(model, tokenizer, dataset, out_dir, SFTSettings(
-        epochs=settings.epochs, learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size, seed=seed, bf16=settings.bf16))
+        epochs=settings.epochs, learning_rate=settings.learning_rate, batch_size=micro,
+        grad_accum=settings.batch_size // micro, seed=seed, bf16=settings.bf16))
     mark_updated([p for p in model.parameters() if p.requires_grad])  # TRL's fused AdamW
     losses = [h["loss"] for h in history if "loss" in h]
     return {"examples": len(dataset), "loss_first": float(losses[0]) if losses else float("nan"),

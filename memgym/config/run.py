@@ -112,6 +112,11 @@ class WarmStartConfig(Section):
         epochs: Passes over the examples.
         learning_rate: AdamW learning rate (constant).
         batch_size: Examples per optimizer step.
+        micro_batch: Examples per forward / backward pass (None: ``batch_size``); the
+            ``batch_size / micro_batch`` passes of a step accumulate their gradients (TRL's
+            ``gradient_accumulation_steps``). Peak memory scales with it: TRL holds each
+            pass's full-vocabulary logits (~140 MB per 700-token SmolLM2 example, several
+            copies).
         balance: Keep at most as many steps whose action has no op as steps with ops (an
             imitator of a teacher that mostly writes nothing learns to write nothing).
         bf16: SFT under bfloat16 autocast, float32 master weights (see
@@ -123,8 +128,16 @@ class WarmStartConfig(Section):
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-4, gt=0)
     batch_size: int = Field(8, ge=1)
+    micro_batch: int | None = Field(None, ge=1)
     balance: bool = False
     bf16: bool = False
+
+    @model_validator(mode="after")
+    def _micro_batch_divides(self):
+        if self.micro_batch is not None and self.batch_size % self.micro_batch:
+            raise ValueError(f"warm_start.micro_batch ({self.micro_batch}) must divide "
+                             f"warm_start.batch_size ({self.batch_size})")
+        return self
 
 
 SERVED = "served:"  # an env ``answerer`` naming a served reader (memgym.envs.answer_server)
