@@ -22,9 +22,14 @@ def test_tiny_quickstart_writes_outputs_and_replays(tmp_path):
             "--set", "warm_start.episodes=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    for name in ("trajectories.parquet", "metrics.csv", "reward_curve.png",
-                 "checkpoint/config.json", "checkpoint/optimizer.pt", "eval.json"):
+    for name in ("metrics.csv", "reward_curve.png", "checkpoint/config.json",
+                 "checkpoint/optimizer.pt", "eval.json"):
         assert (run_dir / name).is_file(), name
+    # the trajectory dataset: one part per evaluation (8 policies) and per iteration (2)
+    parts = sorted((run_dir / "trajectories.parquet").glob("part-*.parquet"))
+    evaluated = [v for v in json.loads((run_dir / "eval.json").read_text()).values()
+                 if isinstance(v, dict)]
+    assert len(parts) == len(evaluated) + 2, parts
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert list(metrics["iteration"]) == [0, 1] and metrics["loss"].notna().all()
     evals = json.loads((run_dir / "eval.json").read_text())
