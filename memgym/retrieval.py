@@ -139,8 +139,9 @@ class BM25Index:
                               f"{len(set(keys))} distinct of {len(keys)} keys")
         self._slot: dict[Hashable, int] = {key: slot for slot, key in enumerate(keys)}
         self._keys: list[Hashable] = list(keys)  # slot -> key; slots only grow, ties by slot
-        self._docs = [_terms(text)[1] for text in texts]  # slot -> (term, tf) pairs
-        lengths = [_terms(text)[0] for text in texts]
+        terms = [_terms(text) for text in texts]
+        self._docs = [counts for _, counts in terms]  # slot -> (term, tf) pairs
+        lengths = [length for length, _ in terms]
         self._lengths = np.array([*lengths] + [0] * 16, dtype=np.float64)  # slot -> tokens
         self._total = sum(lengths)  # token count of the live documents
         postings: dict[str, dict[int, int]] = {}

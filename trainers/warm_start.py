@@ -12,7 +12,6 @@ TRL's ``SFTTrainer`` fits them, the loss on the action tokens only.
 
 from __future__ import annotations
 
-import gc
 import random
 from pathlib import Path
 
@@ -79,8 +78,6 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
         epochs=settings.epochs, learning_rate=settings.learning_rate, batch_size=micro,
         grad_accum=settings.batch_size // micro, seed=seed, bf16=settings.bf16))
     mark_updated([p for p in model.parameters() if p.requires_grad])  # TRL's fused AdamW
-    model.zero_grad(set_to_none=True)
-    gc.collect()  # TRL's trainer is a reference cycle: collect it (and its AdamW state) now
     losses = [h["loss"] for h in history if "loss" in h]
     return {"examples": len(dataset), "loss_first": float(losses[0]) if losses else float("nan"),
             "loss_last": float(losses[-1]) if losses else float("nan")}
