@@ -74,6 +74,11 @@ ENVS: dict[str, EnvEntry] = {
         "Memory-R1 memory manager on synthetic key-value updates with interference (optimal "
         "ops known: ADD a key once, UPDATE it after)",
         "memgym.envs.synthetic.baselines:BASELINES", {"source": "synthetic-kv"}),
+    "memgym/ProactiveRetrieval-v0": EnvEntry(
+        "memgym.envs.proactive:ProactiveRetrievalEnv",
+        "ProactRL proactive retrieval on a key-value task stream: answer from context or "
+        "<search> the memory bank at a cost; optional paired-branch process reward",
+        "memgym.envs.proactive.baselines:BASELINES", {}),
 }
 
 # -v1: strict format rules for reward and instructions without a placeholder to copy
@@ -87,6 +92,7 @@ V1_KWARGS: dict[str, dict] = {
     "memgym/MemAct-v0": {"strict": True},
     "memgym/MemSifter-v0": {"strict": True, "answerer": "span"},
     "memgym/MemAlpha-v0": {"strict": True, "answerer": "span"},
+    "memgym/ProactiveRetrieval-v0": {"strict": True},
 }
 for _env_id, _extra in V1_KWARGS.items():
     _entry = ENVS[_env_id]
