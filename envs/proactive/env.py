@@ -104,7 +104,8 @@ class ProactiveRetrievalEnv(MemgymEnv):
     length), ``num_tasks``, ``context_items`` (facts in each task's context), ``p_in_context``,
     ``p_stale``, ``top_k`` (facts per retrieval), ``max_retrievals`` (per task),
     ``retrieval_cost``, ``format_penalty``, ``process_reward`` (``"none"`` or ``"paired"``),
-    ``max_action_chars``, ``strict``.
+    ``max_action_chars``, ``strict``. Raises :class:`~memgym.errors.ConfigError` on a value out
+    of range (or ``num_tasks > num_updates``, an unknown ``process_reward`` or split).
 
     ## Version History
     * v1: ``strict=True`` (strict format rules; same instructions: they show no placeholder).
