@@ -74,6 +74,11 @@ ENVS: dict[str, EnvEntry] = {
         "Memory-R1 memory manager on synthetic key-value updates with interference (optimal "
         "ops known: ADD a key once, UPDATE it after)",
         "memgym.envs.synthetic.baselines:BASELINES", {"source": "synthetic-kv"}),
+    "memgym/MemTrain-v0": EnvEntry(
+        "memgym.envs.memtrain:MemTrainEnv",
+        "MemTrain self-supervised memory: rewrite a bounded memory per SQuAD v2 paragraph, "
+        "rewarded by masked-entity probes read from the final and intermediate memories",
+        "memgym.envs.memtrain.baselines:BASELINES", {"source": "squad"}),
 }
 
 # -v1: strict format rules for reward and instructions without a placeholder to copy
@@ -87,6 +92,7 @@ V1_KWARGS: dict[str, dict] = {
     "memgym/MemAct-v0": {"strict": True},
     "memgym/MemSifter-v0": {"strict": True, "answerer": "span"},
     "memgym/MemAlpha-v0": {"strict": True, "answerer": "span"},
+    "memgym/MemTrain-v0": {"strict": True},
 }
 for _env_id, _extra in V1_KWARGS.items():
     _entry = ENVS[_env_id]
