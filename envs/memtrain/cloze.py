@@ -26,7 +26,8 @@ not inside any entity).
 **Reader** (:func:`read`): the memory is cut into sentences, and sentences into windows of at
 most :data:`READ_WINDOW` whitespace words. The reader reads the one window sharing the most
 content words with the probe's context (the probe without the mask; the first such window on a
-tie), provided it shares at least :data:`MIN_OVERLAP` of them, one at least plain. The score is
+tie), provided it shares at least :data:`MIN_OVERLAP` of them, one of them plain in both the
+probe and the window (outside the entities the rule finds in each). The score is
 the SQuAD exact match (or token F1) of the best span of that window against the masked entity
 (:func:`memgym.scoring.span_exact_match` / :func:`memgym.scoring.span_f1`): an extractive
 reader that picks the right span of the right window. A memory that lists entities without the
@@ -49,7 +50,7 @@ METRICS = {"em": span_exact_match, "f1": span_f1}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])|\s*\n\s*")
 _MONTH = (r"(?:January|February|March|April|May|June|July|August|September|October|"
           r"November|December)")
-_NAME_WORD = r"[A-Z][\w'’-]*"
+_NAME_WORD = rf"(?!{_MONTH}\s+\d)[A-Z][\w'’-]*"  # a month before a digit starts a date
 _ENTITY = re.compile(
     rf"(?P<date>{_MONTH}\s+\d{{1,2}},\s+\d{{3,4}}|\d{{1,2}}\s+{_MONTH}\s+\d{{3,4}}|"
     rf"{_MONTH}\s+\d{{3,4}})"
@@ -153,17 +154,30 @@ def probes(chunk: int, text: str) -> list[Probe]:
     return out
 
 
-def windows(memory: str) -> list[str]:
+@dataclass(frozen=True)
+class Window:
+    """A window of memory the reader may read: its text, its content words and its plain ones
+    (outside the entities the rule finds in the window)."""
+
+    text: str
+    words: frozenset[str]
+    plain: frozenset[str]
+
+
+def windows(memory: str) -> list[Window]:
     """The memory's reading windows: its sentences cut into runs of at most
     :data:`READ_WINDOW` whitespace words."""
     out = []
     for sentence in sentences(memory):
         words = sentence.split()
-        out += [" ".join(words[i:i + READ_WINDOW]) for i in range(0, len(words), READ_WINDOW)]
+        for i in range(0, len(words), READ_WINDOW):
+            text = " ".join(words[i:i + READ_WINDOW])
+            out.append(Window(text, frozenset(content_words(text)),
+                              frozenset(_plain(text, entities(text)))))
     return out
 
 
-def read(probe: Probe, memory_windows: list[str], metric: str = "em") -> tuple[str, float]:
+def read(probe: Probe, memory_windows: list[Window], metric: str = "em") -> tuple[str, float]:
     """Answer ``probe`` from the memory (module rule).
 
     Args:
@@ -175,13 +189,12 @@ def read(probe: Probe, memory_windows: list[str], metric: str = "em") -> tuple[s
         ``(prediction, score)``: the best span of the window read (normalized tokens; ``""``
         when no window qualifies) and its score in [0, 1] against ``probe.answer``.
     """
-    spans = entities(probe.sentence)
-    context, plain = content_words(probe.context), _plain(probe.sentence, spans)
+    context, plain = content_words(probe.context), _plain(probe.sentence, entities(probe.sentence))
     best, best_overlap = None, MIN_OVERLAP - 1
     for window in memory_windows:
-        shared = context & content_words(window)
-        if len(shared) > best_overlap and shared & plain:
-            best, best_overlap = window, len(shared)
+        shared = context & window.words
+        if len(shared) > best_overlap and shared & plain & window.plain:
+            best, best_overlap = window.text, len(shared)
     if best is None:
         return "", 0.0
     return best_span(best, probe.answer), METRICS[metric](best, probe.answer)
