@@ -33,6 +33,15 @@ def _draw(pool: list[Probe], n: int, rng) -> tuple[Probe, ...]:
                  for i in chosen)
 
 
+def _longest_chunk(source: TaskSource) -> int:
+    """The most characters a chunk of ``source`` may have: the longest item of a finite source,
+    else ``max(chunk_chars, 8192)``."""
+    if source.num_instances is None:
+        return max(getattr(source, "chunk_chars", 0), 8192)
+    return max(len(item.text) for i in range(source.num_instances)
+               for item in source.instance(i).items)
+
+
 class MemTrainEnv(MemgymEnv):
     """MemTrain's proxy tasks: read unlabeled paragraphs chunk by chunk, rewriting a bounded
     memory after each; masked entities of the text are then reconstructed from the memory.
@@ -53,7 +62,8 @@ class MemTrainEnv(MemgymEnv):
     action: the memory is kept and the step penalized.
 
     ## Observation Space
-    ``Text(max_length=len(MEMORY_PROMPT) + max(chunk_chars, 8192) + 8 * max_memory_tokens)``
+    ``Text(max_length=len(MEMORY_PROMPT) + L + 8 * max_memory_tokens)`` where ``L`` is the
+    longest chunk of a finite source, else ``max(chunk_chars, 8192)``,
     over :data:`memgym.envs.base.CHARSET`: the prompt with the current memory (``No previous
     memory`` at first) and the chunk, ending in ``Updated memory:``. The observation after the
     last step is empty.
@@ -128,7 +138,7 @@ class MemTrainEnv(MemgymEnv):
         self.metric, self.format_penalty = metric, format_penalty
         self.max_steps, self.strict = max_chunks, strict
         self.codec = MemoryRewriteCodec()
-        self.max_item_chars = max(getattr(self.source, "chunk_chars", 0), 8192)
+        self.max_item_chars = _longest_chunk(self.source)
         self.observation_space = text_space(len(MEMORY_PROMPT) + self.max_item_chars
                                             + CHARS_PER_TOKEN * max_memory_tokens)
         self.action_space = text_space(max_action_chars)
@@ -161,8 +171,8 @@ class MemTrainEnv(MemgymEnv):
 
         Raises:
             ConfigError: ``options["episode"]`` is out of range or the source is unbounded, or
-                the instance has no chunk, more than ``max_chunks`` or one longer than
-                ``max(chunk_chars, 8192)`` characters.
+                the instance has no chunk, more than ``max_chunks`` or (unbounded source) one
+                longer than ``max(chunk_chars, 8192)`` characters.
         """
         super().reset(seed=seed)
         self.instance = pick_instance(self.source, self.np_random, options)
