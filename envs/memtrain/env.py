@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from memgym.codecs.memagent import MEMORY_MARKER, MemoryRewriteCodec
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
 from memgym.envs.memagent.env import CHARS_PER_TOKEN, NO_MEMORY, cut_memory
@@ -21,7 +23,7 @@ MEMORY_PROMPT = (
 )
 
 
-def _draw(pool: list[Probe], n: int, rng) -> tuple[Probe, ...]:
+def _draw(pool: list[Probe], n: int, rng: np.random.Generator) -> tuple[Probe, ...]:
     """Up to ``n`` probes of ``pool`` in distinct sentences (sentences drawn uniformly, then one
     of each sentence's entities), in reading order."""
     by_sentence: dict[tuple[int, str], list[Probe]] = {}
