@@ -141,3 +141,13 @@ def test_baselines_rank_on_fixed_seeds_and_replay_exactly(tmp_path):
     assert means["noop"] == 0.0
     report = replay(load_trajectories(write_trajectories(trajs, tmp_path / "t.parquet")))
     assert report.ok and report.trajectories == 8
+
+
+def test_v1_baselines_pass_the_strict_rules_and_score_as_in_v0():
+    for name, cls in baselines(ID).items():
+        old = run_episodes(ID, {}, cls(), range(3), progress=False)
+        new = run_episodes("memgym/MemTrain-v1", {}, cls(), range(3), progress=False)
+        pairs = [(a, b) for s, t in zip(old, new, strict=True)
+                 for a, b in zip(s.steps, t.steps, strict=True)]
+        assert pairs and all(a.action == b.action and b.parse_error is None
+                             and a.reward_terms == b.reward_terms for a, b in pairs), name
