@@ -79,6 +79,11 @@ ENVS: dict[str, EnvEntry] = {
         "ProactRL proactive retrieval on a key-value task stream: answer from context or "
         "<search> the memory bank at a cost; optional paired-branch process reward",
         "memgym.envs.proactive.baselines:BASELINES", {}),
+    "memgym/MemTrain-v0": EnvEntry(
+        "memgym.envs.memtrain:MemTrainEnv",
+        "MemTrain self-supervised memory: rewrite a bounded memory per SQuAD v2 paragraph, "
+        "rewarded by masked-entity probes read from the final and intermediate memories",
+        "memgym.envs.memtrain.baselines:BASELINES", {"source": "squad"}),
 }
 
 # -v1: strict format rules for reward and instructions without a placeholder to copy
@@ -93,6 +98,7 @@ V1_KWARGS: dict[str, dict] = {
     "memgym/MemSifter-v0": {"strict": True, "answerer": "span"},
     "memgym/MemAlpha-v0": {"strict": True, "answerer": "span"},
     "memgym/ProactiveRetrieval-v0": {"strict": True},
+    "memgym/MemTrain-v0": {"strict": True},
 }
 for _env_id, _extra in V1_KWARGS.items():
     _entry = ENVS[_env_id]
