@@ -5,10 +5,9 @@ bootstrap interval) against the swept value.
 The evaluation itself is ``memgym eval``'s, run once per value: each value gets its own table,
 with the same seeds, bootstrap intervals and paired differences to the best heuristic as a
 plain ``memgym eval -e KEY=VALUE``; scripted and LLM policies (a model directory or checkpoint)
-alike. Length-extrapolation
-claims (MemAgent's RULER-HotpotQA out to 3.5M tokens, Mem-α past 400k) are such sweeps over a
-context-length option; MEM1's peak context (``peak_context_tokens`` in ``info``) is reported
-beside the return where the env records it.
+alike. Length-extrapolation claims (MemAgent's RULER-HotpotQA out to 3.5M tokens, Mem-α past
+400k) are such sweeps over a context-length option; MEM1's peak context
+(``peak_context_tokens`` in ``info``) is reported beside the return where the env records it.
 """
 
 from __future__ import annotations
