@@ -11,6 +11,7 @@ from importlib import import_module
 
 from gymnasium.envs.registration import register
 
+from memgym.envs.babilong import BabilongSource
 from memgym.envs.locomo.source import LoCoMoSource
 from memgym.envs.memagent.source import HotpotHaystackSource
 from memgym.envs.memory_manager import MemoryManagerEnv
@@ -110,6 +111,7 @@ register_source("squad", SquadSource)
 register_source("hotpotqa", HotpotQASource)
 register_source("synthetic-kv", KeyValueSource)
 register_source("synthetic-babi", BabiSource)
+register_source("babilong", BabilongSource)
 
 # MemgymEnv.step enforces the order itself (a typed memgym error before reset and after the end)
 for _env_id, _entry in ENVS.items():

@@ -187,18 +187,26 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
               help="Serve a frozen LLM answer agent over this model ('smollm2' or a model "
                    "directory; hf engine, greedy, batched, cached) as the reader 'llm', which "
                    "-e answerer=served:llm selects; envs are then stepped on NUM_ENVS threads")
-          ] = None) -> None:
+          ] = None,
+          sweep: Annotated[str | None, typer.Option(
+              help="KEY=V1,V2,...: evaluate at every value of the env option KEY (values YAML) "
+                   "on the same seeds; writes SWEEP_OUT.csv and SWEEP_OUT.png (mean return "
+                   "with 95% CI against the value)")] = None,
+          sweep_out: Annotated[Path | None, typer.Option(
+              help="Path stem of the sweep's CSV and PNG (default: runs/sweep/KEY)")] = None,
+          ) -> None:
     """Mean return of each policy on each env over the same fixed-seed episodes (LLMs decode
     greedily), with its 95% percentile-bootstrap interval and the paired difference to the best
     heuristic (the highest-mean scripted baseline evaluated that reads no gold data: not
     oracle or evidence; 'reference' in its own row, 0 / 0 in the JSON) on the same seeds; one
-    table for all."""
+    table for all, or with --sweep one table per value (JSON rows then carry key and value)."""
     import json
 
     from memgym.config.run import served_names
     from memgym.envs import ENVS
     from memgym.errors import ConfigError
     from memgym.report import markdown_table, print_table
+    from memgym.sweep import check_sweep, parse_sweep, sweep_frame, write_sweep
 
     if episodes < 1 or seed_base < 0:
         raise ConfigError(f"--episodes must be >= 1 and --seed-base >= 0, got {episodes} and "
@@ -213,36 +221,51 @@ def eval_(env_ids: Annotated[list[str] | None, typer.Argument(
         from memgym.reader import ServedReader
 
         served_reader = ServedReader(ReaderConfig(model=reader))
+    env_ids = env_ids or list(ENVS)
+    key, values = parse_sweep(sweep) if sweep is not None else (None, [None])
+    if key is not None:
+        check_sweep(env_ids, _kv(env_kw), key, values)
+    llm_engine, llms, tables = _engine(engine, base_url), {}, []
     try:
-        rows = _eval_rows(env_ids or list(ENVS), policy, episodes, seed_base, num_envs,
-                          max_new_tokens, _kv(env_kw), _engine(engine, base_url),
-                          num_envs if reader else 1)
+        for value in values:
+            kwargs = _kv(env_kw) | ({} if key is None else {key: value})
+            rows = _eval_rows(env_ids, policy, episodes, seed_base, num_envs, max_new_tokens,
+                              kwargs, llm_engine, num_envs if reader else 1, llms)
+            print_table(console, f"mean return over {episodes} episodes, seeds {seed_base}.."
+                                 f"{seed_base + episodes - 1} {kwargs}", rows)
+            tables.append((value, rows))
         if served_reader is not None:
             console.print(served_reader.describe())
     finally:
         if served_reader is not None:
             served_reader.close()
-    print_table(console, f"mean return over {episodes} episodes, seeds {seed_base}.."
-                         f"{seed_base + episodes - 1} {_kv(env_kw)}", rows)
+    labelled = [((env_id if key is None else f"{env_id} {key}={value}"), r)
+                for value, rows in tables for env_id, r in rows]
     if markdown is not None:
-        markdown.write_text(markdown_table(rows))
+        markdown.write_text(markdown_table(labelled))
     if json_ is not None:
-        json_.write_text(json.dumps([{"env_id": env_id, **r.row()} for env_id, r in rows],
-                                    indent=2))
+        json_.write_text(json.dumps(
+            [{"env_id": env_id, **({} if key is None else {"key": key, "value": value}),
+              **r.row()} for value, rows in tables for env_id, r in rows], indent=2))
+    if key is not None:
+        frame = sweep_frame(key, tables)
+        csv, png = write_sweep(frame, sweep_out or Path("runs/sweep") / key)
+        console.print(f"sweep of {key} over {values}: {len(frame)} rows → {csv}, {png}")
 
 
 def _eval_rows(env_ids: list[str], policy: list[str] | None, episodes: int, seed_base: int,
                num_envs: int, max_new_tokens: int, env_kwargs: dict, llm_engine,
-               step_threads: int) -> list[tuple[str, object]]:
+               step_threads: int, llms: dict | None = None) -> list[tuple[str, object]]:
     """``(env id, EvalResult)`` of each policy on each env (see :func:`eval_`); an LLM policy's
-    engine is ``llm_engine`` (a ``RolloutConfig``), built once per model and shared across
-    envs; the envs of a tick are stepped on ``step_threads`` threads."""
+    engine is ``llm_engine`` (a ``RolloutConfig``), built once per model and kept in ``llms``
+    (model → policy; shared across envs, and across calls when given); the envs of a tick
+    are stepped on ``step_threads`` threads."""
     from memgym.envs import baselines
     from memgym.report import pair_with_best_heuristic
     from memgym.train import evaluate
 
     rows = []
-    llms: dict[str, object] = {}  # one engine per model, shared across envs
+    llms = {} if llms is None else llms  # one engine per model
     for env_id in env_ids:
         names = [n for p in (policy or ["baselines"])
                  for n in (baselines(env_id) if p == "baselines" else [p])]

@@ -83,6 +83,10 @@ class EvalResult:
         paired_diff_low: Lower end of its 95% paired-bootstrap interval
             (:func:`memgym.stats.paired_bootstrap_ci`); 0 for the reference itself.
         paired_diff_high: Upper end of that interval.
+        peak_context_tokens: Mean over episodes of the episode's peak context in tokens
+            (the largest ``peak_context_tokens`` its steps' ``info`` recorded: MEM1's peak
+            memory, reported by Mem1 and MemAct), over the episodes that record it; None when
+            none does.
         seeds: Episode seeds, in the order of ``returns`` (not in :meth:`row`).
         returns: Episode returns (not in :meth:`row`).
     """
@@ -98,6 +102,7 @@ class EvalResult:
     paired_diff: float | None = None
     paired_diff_low: float | None = None
     paired_diff_high: float | None = None
+    peak_context_tokens: float | None = None
     seeds: list[int] = field(default_factory=list)
     returns: list[float] = field(default_factory=list)
 
@@ -106,9 +111,19 @@ class EvalResult:
         return {k: v for k, v in self.__dict__.items() if k not in ("seeds", "returns")}
 
 
+def _peak_context_tokens(trajectories: list[Trajectory]) -> float | None:
+    """Mean over trajectories of the largest ``peak_context_tokens`` in their steps' recorded
+    ``info`` (trajectories without it left out); None when none has it."""
+    peaks = [max(values) for t in trajectories
+             if (values := [s.info["peak_context_tokens"] for s in t.steps
+                            if s.info and "peak_context_tokens" in s.info])]
+    return float(np.mean(peaks)) if peaks else None
+
+
 def summarize(policy: str, trajectories: list[Trajectory]) -> EvalResult:
-    """Return statistics (mean, std, 95% bootstrap interval) and parse-error rate of a batch
-    of trajectories (NaN statistics for none)."""
+    """Return statistics (mean, std, 95% bootstrap interval), parse-error rate and mean peak
+    context (see :attr:`EvalResult.peak_context_tokens`) of a batch of trajectories (NaN
+    statistics for none)."""
     returns = np.array([t.episode_return for t in trajectories], dtype=np.float64)
     steps = [s for t in trajectories for s in t.steps]
     errors = sum(s.parse_error is not None for s in steps) / max(len(steps), 1)
@@ -116,6 +131,7 @@ def summarize(policy: str, trajectories: list[Trajectory]) -> EvalResult:
         return EvalResult(policy, float("nan"), float("nan"), 0, errors)
     mean, low, high = bootstrap_ci(returns)
     return EvalResult(policy, mean, float(returns.std()), len(returns), errors, low, high,
+                      peak_context_tokens=_peak_context_tokens(trajectories),
                       seeds=[int(t.seed) for t in trajectories], returns=returns.tolist())
 
 
