@@ -28,8 +28,13 @@ def _recording_init(self, *args, **kwargs):  # also runs when one is unpickled (
 DataNotFoundError.__init__ = _recording_init
 
 
-def _absent_data_reason() -> str | None:
-    names = sorted({ABSENT_DATA[e.relative] for e in _asked if e.relative in ABSENT_DATA})
+def _absent_data_reason(exc: BaseException) -> str | None:
+    chain = []  # ``exc`` and its causes: a fixture's cached error is raised again, not made anew
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    names = sorted({ABSENT_DATA[e.relative] for e in (*_asked, *chain)
+                    if isinstance(e, DataNotFoundError) and e.relative in ABSENT_DATA})
     if not names:
         return None
     return (f"needs data set {', '.join(names)}, in no data dir; "
@@ -40,8 +45,8 @@ def _skip_if_data_absent():
     _asked.clear()
     try:
         return (yield)
-    except Exception:
-        if (reason := _absent_data_reason()) is None:
+    except Exception as exc:
+        if (reason := _absent_data_reason(exc)) is None:
             raise
         pytest.skip(reason)
 
@@ -54,15 +59,6 @@ def pytest_runtest_setup(item):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     return (yield from _skip_if_data_absent())
-
-
-def requires_data(*names: str):
-    """Marks a test whose data is read where the hooks above cannot see it (a subprocess):
-    skipped when a file of data set ``names`` is in no data dir."""
-    missing = sorted(set(names) & set(ABSENT_DATA.values()))
-    return pytest.mark.skipif(bool(missing), reason=(
-        f"needs data set {', '.join(missing)}, in no data dir; "
-        f"`memgym data fetch {' '.join(missing)}` gets it"))
 
 
 @pytest.fixture(scope="session")

@@ -166,6 +166,7 @@ def test_data_list_shows_every_set_status_and_source(no_data, mirror, monkeypatc
 
 
 _PROBE = '''
+import pytest
 from typer.testing import CliRunner
 from memgym.cli import app
 from memgym.data import find_data_file
@@ -184,6 +185,16 @@ def test_bug_after_reading_data():
 
 def test_unregistered_file_is_a_bug():
     find_data_file("locomo/locomo11.json")
+
+@pytest.fixture(scope="module")
+def conversations():  # its error is cached and raised again for the second test
+    return find_data_file("locomo/locomo10.json")
+
+def test_fixture_a(conversations):
+    pass
+
+def test_fixture_b(conversations):
+    pass
 '''
 
 
@@ -203,9 +214,9 @@ def test_absent_data_skips_and_fetching_it_makes_the_tests_run(no_data, mirror, 
         return done.stdout
 
     before = run()
-    assert "1 failed, 3 skipped" in before, before
-    assert "SKIPPED [3] " in before and "`memgym data fetch locomo` gets it" in before
+    assert "1 failed, 5 skipped" in before, before
+    assert "SKIPPED [5] " in before and "`memgym data fetch locomo` gets it" in before
     assert "a genuine bug" not in before and "locomo11.json not found" in before
     fetch("locomo", mirror=serve(mirror))
     after = run()
-    assert "2 failed, 2 passed" in after and "a genuine bug" in after, after
+    assert "2 failed, 4 passed" in after and "a genuine bug" in after, after
