@@ -1,7 +1,7 @@
 """Loaders for the QA corpora in the data dir: HotpotQA (distractor), SQuAD v2, NQ-Open.
 
 See each ``SOURCE.md`` under ``../shared/data``. Records are frozen dataclasses; every loader is
-cached and checks the file's pinned sha256.
+cached and checks the file's sha256 pinned in :data:`memgym.data.DATASETS`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,8 @@ from memgym.data import find_data_file
 from memgym.errors import DataFormatError
 
 HOTPOTQA_FILE = "hotpotqa/hotpotqa_dev_distractor_ircot500.jsonl"
-HOTPOTQA_SHA256 = "837a919903fedf521211c4271f168ad5458488198e9c4d967bf5f3a579525ce8"
 SQUAD_FILE = "squad_v2/squad_v2_dev_cs224n_half.json"
-SQUAD_SHA256 = "e67e5969b6dc6c1642154740806b79263b77fc048c7c11ee60d534eb48ef81e8"
 NQ_FILE = "lost_in_the_middle/nq-open-oracle.jsonl.gz"
-NQ_SHA256 = "6a7f72b846f663a133ef952244e5a4e43f06bcf190afe34e8fbe687ce0d1653e"
 
 
 @dataclass(frozen=True)
@@ -83,7 +80,7 @@ def load_hotpotqa() -> tuple[HotpotQuestion, ...]:
         DataNotFoundError: The file is in no data dir.
         DataFormatError: The file is not the IRCoT-processed schema.
     """
-    path = find_data_file(HOTPOTQA_FILE, HOTPOTQA_SHA256)
+    path = find_data_file(HOTPOTQA_FILE)
     try:
         out = []
         for line in path.read_text().splitlines():
@@ -106,7 +103,7 @@ def load_squad_v2() -> tuple[SquadArticle, ...]:
         DataNotFoundError: The file is in no data dir.
         DataFormatError: The file is not SQuAD v2's schema.
     """
-    path = find_data_file(SQUAD_FILE, SQUAD_SHA256)
+    path = find_data_file(SQUAD_FILE)
     try:
         out = []
         for article in json.loads(path.read_text())["data"]:
@@ -128,7 +125,7 @@ def load_nq_open() -> tuple[NQQuestion, ...]:
         DataNotFoundError: The file is in no data dir.
         DataFormatError: The file is not the expected schema.
     """
-    path = find_data_file(NQ_FILE, NQ_SHA256)
+    path = find_data_file(NQ_FILE)
     try:
         out = []
         with gzip.open(path, "rt") as f:

@@ -10,6 +10,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from memgym.cli_data import data_app
 from memgym.cli_locomo import locomo_eval
 from memgym.errors import MemgymError, PolicyError
 
@@ -477,6 +478,7 @@ def export(path: TrajPath,
 
 
 app.command(name="locomo-eval")(locomo_eval)
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

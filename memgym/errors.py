@@ -19,11 +19,33 @@ class ConfigError(MemgymError, ValueError):
 
 
 class DataNotFoundError(MemgymError, FileNotFoundError):
-    """A dataset file is not in any data directory memgym searched."""
+    """A dataset file is not in any data directory memgym searched.
+
+    Attributes:
+        relative: The file's path inside a data directory (``None`` if not given).
+        dataset: The registered data set (:data:`memgym.data.DATASETS`) holding it, whose
+            ``memgym data fetch NAME`` gets it; ``None`` for a file memgym cannot fetch.
+    """
+
+    def __init__(self, message: str, relative: str | None = None,
+                 dataset: str | None = None) -> None:
+        super().__init__(message)
+        self.relative, self.dataset = relative, dataset
+
+    def __reduce__(self):  # keeps the attributes across pickling (Ray, multiprocessing)
+        return type(self), (self.args[0], self.relative, self.dataset)
 
 
 class DataFormatError(MemgymError, ValueError):
     """A dataset file exists but does not have the expected structure."""
+
+
+class ChecksumError(DataFormatError):
+    """A data file's (or a download's) sha256 differs from its pin."""
+
+
+class DataFetchError(MemgymError, OSError):
+    """A data set could not be downloaded (network, HTTP status, or an unknown data set)."""
 
 
 class SchemaError(MemgymError, ValueError):

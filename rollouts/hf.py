@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from memgym.config import ModelConfig
+from memgym.data import cache_dir
 from memgym.engine import ChatMessages, Completion, SamplingParams
 from memgym.errors import EngineError
 from memgym.rollouts.chat import ChatRenderer
@@ -35,11 +36,6 @@ SMOLLM2 = "smollm2"
 FAST, GENERATE = "fast", "generate"  # HFEngine.last_path
 _ALIBI_MODELS = ("bloom", "mpt")  # ALiBi without a config flag that says so
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """``$MEMGYM_CACHE`` or ``~/.cache/memgym``."""
-    return Path(os.environ.get("MEMGYM_CACHE", Path.home() / ".cache" / "memgym"))
 
 
 def smollm2_path() -> Path:

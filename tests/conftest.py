@@ -5,8 +5,60 @@ from __future__ import annotations
 import pytest
 
 import memgym  # noqa: F401  (registers the envs)
+from memgym.data import DATASETS, locate
+from memgym.errors import DataNotFoundError
 
 ENV_ID = "memgym/LoCoMoMemoryManager-v0"
+
+# Registered data files in no data dir when the session starts (a clone without ../shared, say).
+# A test that fails after asking for one of them is skipped with the fetch command; any other
+# failure, a DataNotFoundError for a file that exists or that memgym does not know included,
+# stays a failure.
+ABSENT_DATA = {f.path: d.name for d in DATASETS.values() for f in d.files
+               if locate(f.path) is None}
+_asked: list[DataNotFoundError] = []  # the DataNotFoundErrors of the running test
+_init = DataNotFoundError.__init__
+
+
+def _recording_init(self, *args, **kwargs):  # also runs when one is unpickled (Ray, workers)
+    _init(self, *args, **kwargs)
+    _asked.append(self)
+
+
+DataNotFoundError.__init__ = _recording_init
+
+
+def _absent_data_reason(exc: BaseException) -> str | None:
+    chain = []  # ``exc`` and its causes: a fixture's cached error is raised again, not made anew
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    names = sorted({ABSENT_DATA[e.relative] for e in (*_asked, *chain)
+                    if isinstance(e, DataNotFoundError) and e.relative in ABSENT_DATA})
+    if not names:
+        return None
+    return (f"needs data set {', '.join(names)}, in no data dir; "
+            f"`memgym data fetch {' '.join(names)}` gets it")
+
+
+def _skip_if_data_absent():
+    _asked.clear()
+    try:
+        return (yield)
+    except Exception as exc:
+        if (reason := _absent_data_reason(exc)) is None:
+            raise
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _skip_if_data_absent())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _skip_if_data_absent())
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from memgym.data import find_data_file
 from memgym.errors import ConfigError, DataFormatError
 
 LOCOMO_FILE = "locomo/locomo10.json"
-LOCOMO_SHA256 = "79fa87e90f04081343b8c8debecb80a9a6842b76a7aa537dc9fdf651ea698ff4"
 # Memory-R1's split by conversation: conv 1 train, conv 2 val, conv 3-10 test.
 SPLITS: dict[str, tuple[int, ...]] = {"train": (0,), "val": (1,), "test": tuple(range(2, 10))}
 ADVERSARIAL = 5
@@ -92,7 +91,7 @@ def load_locomo(path: str | None = None) -> tuple[Conversation, ...]:
         DataNotFoundError: The file is in no data dir.
         DataFormatError: The file is not LoCoMo's schema.
     """
-    file = Path(path) if path else find_data_file(LOCOMO_FILE, LOCOMO_SHA256)
+    file = Path(path) if path else find_data_file(LOCOMO_FILE)
     if not file.is_file():
         raise ConfigError(f"LoCoMo file {file} does not exist")
     try:
