@@ -49,6 +49,15 @@ def cut_memory(text: str, max_tokens: int) -> str:
     return text[:CHARS_PER_TOKEN * max_tokens]
 
 
+
+def overwrite(op: Overwrite, max_memory_tokens: int) -> tuple[str, OpResult]:
+    """The memory ``op`` writes, cut by :func:`cut_memory` to ``max_memory_tokens``, and its
+    result (``reason`` says when it was cut)."""
+    memory = cut_memory(op.text, max_memory_tokens)
+    return memory, OpResult(op, True, reason=f"cut to {max_memory_tokens} tokens / "
+                            f"{CHARS_PER_TOKEN * max_memory_tokens} chars"
+                            if memory != op.text else "")
+
 class MemAgentEnv(MemgymEnv):
     """MemAgent's overwrite reader: read a long document chunk by chunk, rewriting a bounded
     memory after each chunk, then answer the question from the memory alone.
@@ -202,10 +211,8 @@ class MemAgentEnv(MemgymEnv):
 
     def _overwrite(self, op: Overwrite) -> OpResult:
         """Replace the memory with ``op.text``, cut to the bounds (then ``reason`` says so)."""
-        self.memory = cut_memory(op.text, self.max_memory_tokens)
-        cut = self.memory != op.text
-        return OpResult(op, True, reason=f"cut to {self.max_memory_tokens} tokens / "
-                        f"{CHARS_PER_TOKEN * self.max_memory_tokens} chars" if cut else "")
+        self.memory, result = overwrite(op, self.max_memory_tokens)
+        return result
 
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Rewrite the memory (chunk step) or score the boxed answer (answer step)."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from memgym.codecs.memagent import MEMORY_MARKER, MemoryRewriteCodec
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
-from memgym.envs.memagent.env import CHARS_PER_TOKEN, NO_MEMORY, cut_memory
+from memgym.envs.memagent.env import CHARS_PER_TOKEN, NO_MEMORY, overwrite
 from memgym.envs.memtrain.cloze import METRICS, Probe, probes, read, windows
 from memgym.envs.sources import TaskSource, make_source, pick_instance
 from memgym.errors import ConfigError
@@ -195,10 +195,8 @@ class MemTrainEnv(MemgymEnv):
 
     def _overwrite(self, op: Overwrite) -> OpResult:
         """Replace the memory with ``op.text``, cut to the bounds (then ``reason`` says so)."""
-        self.memory = cut_memory(op.text, self.max_memory_tokens)
-        cut = self.memory != op.text
-        return OpResult(op, True, reason=f"cut to {self.max_memory_tokens} tokens / "
-                        f"{CHARS_PER_TOKEN * self.max_memory_tokens} chars" if cut else "")
+        self.memory, result = overwrite(op, self.max_memory_tokens)
+        return result
 
     def _score(self, objective: str, due: tuple[Probe, ...]) -> tuple[float, list[dict]]:
         """Mean score of ``due`` read from the current memory, and one record per probe."""
