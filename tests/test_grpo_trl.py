@@ -157,12 +157,14 @@ def compare(setup, loss_type: str, beta: float) -> dict[str, float]:
 
 
 def agrees(result: dict[str, float]) -> bool:
-    """The parity criterion: equal losses (rel 1e-5) and gradients within 5e-4 of their norm.
+    """The parity criterion: equal losses (rel 1e-4) and gradients within 5e-4 of their norm.
 
     TRL scores tokens with its fused, chunked LM head (own backward); a plain log_softmax
     differs from it by ~1e-4 of the gradient norm even in float64, so that is the tolerance.
+    With transformers 5.23 the float32 losses differ by 1.5e-5 (relative) and the gradients by
+    4-6e-5; the weakest mutation below moves the loss by 7.8e-3 and the gradient by 0.42.
     """
-    return (result["loss"] == pytest.approx(result["trl_loss"], rel=1e-5, abs=1e-7)
+    return (result["loss"] == pytest.approx(result["trl_loss"], rel=1e-4, abs=1e-7)
             and result["grad_distance"] < 5e-4)
 
 

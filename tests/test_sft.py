@@ -3,6 +3,7 @@
 import gymnasium as gym
 import pytest
 import torch
+from datasets import Dataset
 from typer.testing import CliRunner
 
 from memgym.cli import app
@@ -10,8 +11,13 @@ from memgym.envs import baselines
 from memgym.errors import ConfigError
 from memgym.rollouts import TokenizedPolicy, run_episodes
 from memgym.rollouts.chat import chat_prompt
-from memgym.rollouts.hf import HFEngine, load_model
-from memgym.trainers.sft import SFTSettings, make_sft_trainer, sft_dataset
+from memgym.rollouts.hf import HFEngine, load_model, load_tokenizer
+from memgym.trainers.sft import (
+    SFTSettings,
+    cpu_has_native_bf16,
+    make_sft_trainer,
+    sft_dataset,
+)
 from memgym.trajectory import write_trajectories
 
 ENV_ID = "memgym/SyntheticMemoryManager-v0"
@@ -118,3 +124,37 @@ def test_tokenized_teacher_steps_are_learned_on_the_prompt_the_policy_is_sent(sm
     with pytest.raises(ConfigError, match="token ids throughout"):
         sft_dataset(trajs + run_episodes(env_id, {"split": "val"}, baselines(env_id)["oracle"](),
                                          [7], progress=False))
+
+
+def test_bf16_sft_leaves_the_model_in_float32_compute(tmp_path):
+    """Accelerate wraps ``forward`` in bf16 autocast for a bf16 SFT; the wrapper must not
+    outlive training (it once made every later rollout and GRPO update bf16: ~100x slower on an
+    AVX2 CPU). Mutation: without the unwrap in ``train_sft`` the layer runs under autocast."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from memgym.trainers.sft import train_sft
+
+    tokenizer = load_tokenizer()
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2))
+    data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6]] * 2,
+                              "completion_mask": [[0, 0, 0, 1, 1, 1]] * 2})
+    autocast = []
+    model.model.layers[0].register_forward_hook(
+        lambda *_: autocast.append(torch.is_autocast_enabled("cpu")))
+    train_sft(model, tokenizer, data, tmp_path, SFTSettings(bf16=True, batch_size=2))
+    assert autocast and all(autocast)  # trained under autocast
+    autocast.clear()
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert autocast == [False]
+
+
+def test_auto_bf16_follows_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, native in (("fpu sse2 avx2 fma", False), ("avx2 avx512f avx512_bf16", True),
+                          ("avx512f amx_tile amx_bf16", True)):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_has_native_bf16(cpuinfo) is native
+    assert cpu_has_native_bf16(tmp_path / "absent") is False

@@ -68,7 +68,7 @@ def test_warm_start_fits_the_teacher_and_the_engine_generates_with_the_new_weigh
     before = policy.act([step.observation], [{}])[0].text
     fit = warm_start(model, tokenizer, trajectories,
                      WarmStartConfig(policy="oracle", epochs=3, learning_rate=3e-4,
-                                     batch_size=4, bf16=True), tmp_path / "ws", seed=0)
+                                     batch_size=4, bf16="auto"), tmp_path / "ws", seed=0)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # bf16 autocast only
     assert fit["examples"] == sum(len(t.steps) for t in trajectories)
     assert fit["loss_last"] < fit["loss_first"] / 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from datasets import Dataset
 from pydantic import BaseModel, Field
@@ -43,7 +44,9 @@ class SFTSettings(BaseModel):
             memory, one more forward pass; off by default, as ``model.gradient_checkpointing``
             of ``memgym train`` (a small model on CPU has memory to spare and no time).
         bf16: Forward and backward under bfloat16 autocast (TRL's ``bf16``; float32 master
-            weights and AdamW state): ~1.7x faster on a CPU with AMX / AVX512-BF16.
+            weights and AdamW state): ~1.7x faster on a CPU with AMX / AVX512-BF16, ~100x
+            slower on one without (an AVX2 CPU emulates bf16 matmuls); ``"auto"``: where
+            :func:`cpu_has_native_bf16`.
     """
 
     epochs: float = Field(1.0, gt=0)
@@ -53,7 +56,17 @@ class SFTSettings(BaseModel):
     max_length: int = Field(2048, ge=8)
     seed: int = 0
     gradient_checkpointing: bool = False
-    bf16: bool = False
+    bf16: bool | Literal["auto"] = False
+
+
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 matmuls natively (the ``amx_bf16`` or ``avx512_bf16``
+    flag of Linux's ``/proc/cpuinfo``; False where the file is absent, e.g. macOS)."""
+    try:
+        flags = Path(cpuinfo).read_text().split()
+    except FileNotFoundError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def sft_dataset(trajectories: Sequence[Trajectory], min_return: float | None = None,
@@ -105,6 +118,7 @@ def make_sft_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dat
         settings: Hyper-parameters; defaults of :class:`SFTSettings`.
     """
     settings = settings or SFTSettings()
+    bf16 = cpu_has_native_bf16() if settings.bf16 == "auto" else settings.bf16
     args = SFTConfig(
         output_dir=str(out_dir), num_train_epochs=settings.epochs,
         learning_rate=settings.learning_rate, lr_scheduler_type="constant",
@@ -112,7 +126,7 @@ def make_sft_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dat
         gradient_accumulation_steps=settings.grad_accum, max_length=settings.max_length,
         completion_only_loss=True, seed=settings.seed, data_seed=settings.seed,
         gradient_checkpointing=settings.gradient_checkpointing,
-        use_cpu=True, bf16=settings.bf16, report_to="none", save_strategy="no", logging_steps=1,
+        use_cpu=True, bf16=bf16, report_to="none", save_strategy="no", logging_steps=1,
         dataset_num_proc=None, disable_tqdm=True)
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
@@ -123,11 +137,16 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dataset: D
     adapter of a peft model) and the tokenizer to ``out_dir``; ``memgym train`` accepts the
     directory as ``model:`` and ``memgym eval`` as a policy.
 
+    The model leaves as it came: Accelerate's mixed precision wraps ``model.forward`` in
+    autocast for training, and that wrapper is removed (else every later forward, rollouts and
+    RL updates included, would run in bfloat16).
+
     Returns:
         TRL's log history (per step: ``loss``, ``learning_rate``, ...; last: train summary).
     """
     trainer = make_sft_trainer(model, tokenizer, dataset, out_dir, settings)
     trainer.train()
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return trainer.state.log_history

@@ -119,8 +119,8 @@ class WarmStartConfig(Section):
             copies).
         balance: Keep at most as many steps whose action has no op as steps with ops (an
             imitator of a teacher that mostly writes nothing learns to write nothing).
-        bf16: SFT under bfloat16 autocast, float32 master weights (see
-            :class:`~memgym.trainers.sft.SFTSettings`).
+        bf16: SFT under bfloat16 autocast, float32 master weights; ``"auto"``: where the CPU
+            has native bf16 (AMX / AVX512-BF16; see :class:`~memgym.trainers.sft.SFTSettings`).
     """
 
     policy: str
@@ -130,7 +130,7 @@ class WarmStartConfig(Section):
     batch_size: int = Field(8, ge=1)
     micro_batch: int | None = Field(None, ge=1)
     balance: bool = False
-    bf16: bool = False
+    bf16: bool | Literal["auto"] = False
 
     @model_validator(mode="after")
     def _micro_batch_divides(self):
