@@ -131,7 +131,8 @@ def _haystack(raw: dict) -> Haystack:
                                               bool(t.get("has_answer", False))) for t in turns))
                 for sid, date, turns in zip(raw["haystack_session_ids"], raw["haystack_dates"],
                                             raw["haystack_sessions"], strict=True)]
-    sessions.sort(key=lambda s: _timestamp(s.date))  # longmemeval_oracle.json is not sorted
+    # stable: longmemeval_oracle.json is not sorted, the sample's haystacks by day only
+    sessions.sort(key=lambda s: _timestamp(s.date))
     qid, qtype = raw["question_id"], raw["question_type"]
     group = question_group(qtype, qid)
     if "questions" in raw:  # the sample's plural-list schema
