@@ -13,6 +13,7 @@ from gymnasium.envs.registration import register
 
 from memgym.envs.babilong import BabilongSource
 from memgym.envs.locomo.source import LoCoMoSource
+from memgym.envs.longmemeval import LongMemEvalSource
 from memgym.envs.memagent.source import HotpotHaystackSource
 from memgym.envs.memory_manager import MemoryManagerEnv
 from memgym.envs.qa_sources import HotpotQASource, SquadSource
@@ -45,6 +46,15 @@ ENVS: dict[str, EnvEntry] = {
         "Memory-R1 memory manager on LoCoMo: ADD/UPDATE/DELETE/NONE per dialogue turn, "
         "rewarded by a frozen answer agent",
         "memgym.envs.memory_manager.baselines:BASELINES", {"source": "locomo"}),
+    "memgym/LongMemEvalMemoryManager-v0": EnvEntry(
+        "memgym.envs.memory_manager:MemoryManagerEnv",
+        "Memory-R1 memory manager on whole LongMemEval chat histories (~530 turns each), "
+        "questions per LongMemEval type; the bundled sample unless variant= names the official "
+        "files",
+        "memgym.envs.memory_manager.baselines:BASELINES",
+        # a memory holds a whole stream item (a turn, or a 2,000-character part of a long one)
+        {"source": "longmemeval", "split": "test", "max_steps": None,
+         "max_memory_chars": 2048}),
     "memgym/Mem1-v0": EnvEntry(
         "memgym.envs.mem1:Mem1Env",
         "MEM1 constant memory: <think> state + <search>/<answer> over BM25 (HotpotQA + NQ), "
@@ -93,6 +103,8 @@ ENVS: dict[str, EnvEntry] = {
 V1_KWARGS: dict[str, dict] = {
     "memgym/LoCoMoMemoryManager-v0": {"strict": True, "answerer": "span", "timestamps": True},
     "memgym/SyntheticMemoryManager-v0": {"strict": True, "answerer": "span", "timestamps": True},
+    "memgym/LongMemEvalMemoryManager-v0": {"strict": True, "answerer": "span",
+                                           "timestamps": True},
     "memgym/Mem1-v0": {"strict": True},
     "memgym/MemAgent-v0": {"strict": True},
     "memgym/MemAct-v0": {"strict": True},
@@ -106,6 +118,7 @@ for _env_id, _extra in V1_KWARGS.items():
     ENVS[_env_id.replace("-v0", "-v1")] = replace(_entry, kwargs={**_entry.kwargs, **_extra})
 
 register_source("locomo", LoCoMoSource)
+register_source("longmemeval", LongMemEvalSource)
 register_source("hotpotqa-haystack", HotpotHaystackSource)
 register_source("squad", SquadSource)
 register_source("hotpotqa", HotpotQASource)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memgym.cli_data import data_app
-from memgym.cli_locomo import locomo_eval
+from memgym.cli_whole import whole_eval_command
 from memgym.errors import MemgymError, PolicyError
 
 app = typer.Typer(help="memgym: RL environments and trainers for LLM memory policies.",
@@ -477,7 +477,8 @@ def export(path: TrajPath,
     console.print(f"wrote {count} {format_} records → {out}")
 
 
-app.command(name="locomo-eval")(locomo_eval)
+app.command(name="locomo-eval")(whole_eval_command("locomo"))
+app.command(name="longmemeval-eval")(whole_eval_command("longmemeval"))
 app.add_typer(data_app, name="data")
 
 

@@ -138,7 +138,7 @@ def locate(relative: str) -> Path | None:
     return next((p for d in data_dirs() if (p := d / relative).is_file()), None)
 
 
-def find_data_file(relative: str, sha256: str | None = None) -> Path:
+def find_data_file(relative: str, sha256: str | None = None, how: str | None = None) -> Path:
     """Locate ``relative`` (e.g. ``"locomo/locomo10.json"``) in the first data dir holding it.
 
     A file of the registry (:data:`DATASETS`) is checked against its pinned sha256.
@@ -147,10 +147,12 @@ def find_data_file(relative: str, sha256: str | None = None) -> Path:
         relative: Path inside a data directory.
         sha256: Expected sha256 hex digest of a file the registry does not know (e.g. a
             user's own copy of a full benchmark); ignored for registered files.
+        how: How to get a file the registry does not know, for the error message (e.g. where
+            to download it and where to save it); ignored for registered files.
 
     Raises:
         DataNotFoundError: No candidate directory holds the file (lists those searched and,
-            for a registered file, the ``memgym data fetch NAME`` that gets it).
+            for a registered file, the ``memgym data fetch NAME`` that gets it, else ``how``).
         ChecksumError: The file's sha256 differs from the pin.
     """
     dataset, entry = _FILES.get(relative, (None, None))
@@ -158,7 +160,7 @@ def find_data_file(relative: str, sha256: str | None = None) -> Path:
     if path is None:
         listing = ", ".join(str(d) for d in data_dirs())
         how = (f"run `memgym data fetch {dataset.name}` to download it ({dataset.licence})"
-               if dataset else "set MEMGYM_DATA_DIR to a directory holding it")
+               if dataset else how or "set MEMGYM_DATA_DIR to a directory holding it")
         raise DataNotFoundError(f"{relative} not found; searched {listing}. To get it, {how}.",
                                 relative=relative, dataset=dataset.name if dataset else None)
     expected = entry.sha256 if entry else sha256

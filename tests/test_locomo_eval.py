@@ -9,15 +9,17 @@ from typer.testing import CliRunner
 from memgym import load_trajectories, write_trajectories
 from memgym.cli import app
 from memgym.envs import baselines
+from memgym.envs.benchmarks import BENCHMARKS
 from memgym.envs.locomo.data import ADVERSARIAL, CATEGORIES, SPLITS, load_locomo
 from memgym.envs.locomo.source import LoCoMoSource
 from memgym.errors import ConfigError
 from memgym.replay import replay
 from memgym.rollouts import run_episodes
-from memgym.rollouts.locomo_eval import category_table, conversation_kwargs, evaluate_conversations
+from memgym.rollouts.whole_eval import category_table, evaluate_whole, whole_instance_kwargs
 from memgym.scoring import best_span, span_f1, token_f1
 
 ENV_ID = "memgym/LoCoMoMemoryManager-v1"
+LOCOMO = BENCHMARKS["locomo"]
 
 
 def test_whole_conversations_hold_every_turn_and_question():
@@ -69,7 +71,7 @@ def test_category_table_means_per_category_and_overall():
                                         "multi-hop"],
                            "f1": [1.0, 0.5, 0.0, 0.0, 1.0], "bleu1": [1.0, 0.4, 0.2, 0.0, 0.3],
                            "em": [1.0, 0.0, 0.0, 0.0, 1.0]})
-    table = category_table(scores)
+    table = category_table(scores, LOCOMO.categories)
     assert table[["policy", "category", "questions"]].values.tolist() == [
         ["p", "single-hop", 2], ["p", "temporal", 2], ["p", "overall", 4],
         ["q", "multi-hop", 1], ["q", "overall", 1]]
@@ -79,19 +81,19 @@ def test_category_table_means_per_category_and_overall():
 
 def test_store_all_reads_the_whole_validation_conversation():
     conv = load_locomo()[SPLITS["val"][0]]
-    scores = evaluate_conversations(ENV_ID, {}, baselines(ENV_ID)["store-all"](), "val")
+    scores = evaluate_whole(ENV_ID, {}, baselines(ENV_ID)["store-all"](), LOCOMO, "val")
     assert (scores["steps"] == len(conv.turns)).all()
     assert (scores["bank_size"] == len(conv.turns)).all()  # unbounded bank: every turn kept
     assert len(scores) == sum(q.category != ADVERSARIAL for q in conv.qa)
     # the span answerer's score is the F1 of the best span of the memory it picked
-    kwargs = conversation_kwargs({}, "val")[0]
+    kwargs = whole_instance_kwargs(ENV_ID, {}, "val", LOCOMO)[0]
     traj = run_episodes(ENV_ID, kwargs, baselines(ENV_ID)["store-all"](), [0], progress=False)[0]
     env_scores = [r["score"] for r in traj.steps[-1].info["qa"]]
     assert scores["f1"].tolist() == pytest.approx(env_scores)
     assert traj.steps[-1].reward_terms["qa"] == pytest.approx(scores["f1"].mean())
     assert 0.3 < scores["f1"].mean() < 0.9 and (scores["em"] <= scores["f1"]).all()
     with pytest.raises(ConfigError, match=r"sets \['window'\] itself"):
-        conversation_kwargs({"window": 8})
+        whole_instance_kwargs(ENV_ID, {"window": 8}, "test", LOCOMO)
 
 
 def test_cli_prints_the_per_category_table(tmp_path):

@@ -79,9 +79,12 @@ class MemoryManagerEnv(MemgymEnv):
 
     ## Arguments
     ``source`` (a registered source name or a :class:`TaskSource`; ``locomo`` takes ``window``,
-    ``include_adversarial``, ``data_path``), ``split`` (``train`` / ``val`` / ``test``),
+    ``include_adversarial``, ``data_path``; ``longmemeval`` takes ``variant``, ``haystack``,
+    ``max_item_chars``, ``data_path``), ``split`` (``train`` / ``val`` / ``test``),
     ``related_k``, ``answerer`` (``"recall"``, ``"served:<name>"``, an Answerer), ``answer_top_k``,
     ``format_penalty``, ``max_action_chars``, ``max_entries``, ``max_memory_chars``,
+    ``max_steps`` (None: the longest instance of a finite source, e.g. whole LongMemEval
+    haystacks; ``reset`` refuses a longer instance),
     ``strict`` (strict format rules and instructions without a placeholder to copy),
     ``timestamps`` (the answer agent reads memories with their dates),
     ``**source_kwargs`` (forwarded to the source).
@@ -101,10 +104,16 @@ class MemoryManagerEnv(MemgymEnv):
                  related_k: int = 3, answerer: str | Answerer = "recall", answer_top_k: int = 5,
                  format_penalty: float = 0.1, max_action_chars: int = 2000,
                  max_entries: int | None = None, max_memory_chars: int = 500,
-                 max_steps: int = 64, strict: bool = False, timestamps: bool = False,
+                 max_steps: int | None = 64, strict: bool = False, timestamps: bool = False,
                  **source_kwargs: Any) -> None:
         self.answerer = make_answerer(answerer, answer_top_k)
         self.source = make_source(source, split, **source_kwargs)
+        if max_steps is None:
+            if self.source.num_instances is None:
+                raise ConfigError(f"max_steps=None needs a finite source; {self.source.name!r} "
+                                  f"is unbounded: give max_steps")
+            max_steps = max(len(self.source.instance(i).items)
+                            for i in range(self.source.num_instances))
         self.related_k, self.format_penalty = related_k, format_penalty
         self.max_entries, self.max_memory_chars = max_entries, max_memory_chars
         self.max_steps, self.strict, self.timestamps = max_steps, strict, timestamps
