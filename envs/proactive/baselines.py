@@ -19,7 +19,7 @@ from memgym.envs.proactive.reader import (
     asked_key,
     known_values,
 )
-from memgym.envs.proactive.store import SKILLS
+from memgym.envs.proactive.store import EPISODE_LINE, SKILLS
 from memgym.ops import Answer, MemorySearch, Retrieve
 
 _CODEC = XmlTagsCodec()
@@ -115,7 +115,7 @@ class RouteByQuestionPolicy:
             return _answer(observation)
         recall = RECALL.search(observation)
         if recall is not None:
-            shown = f"[e{recall.group(1)}] " in observation
+            shown = recall.group(1) in dict(EPISODE_LINE.findall(observation))
             return _answer(observation) if shown else _search(recall.group(2), "episodes")
         owner, _, quantity = asked_key(observation).partition("'s ")
         key = f"{owner}'s {quantity}"

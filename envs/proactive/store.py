@@ -80,7 +80,7 @@ def episode_text(number: int, question: str, answer: str, prediction: str | None
     the answer given is quoted with whitespace collapsed and cut to :data:`ANSWER_CHARS`
     characters, ``none`` when the task was left unanswered.
     """
-    given = " ".join((prediction or "").split())[:ANSWER_CHARS] or "none"
+    given = " ".join((prediction or "").split())[:ANSWER_CHARS].rstrip() or "none"
     return (f"Task {number} asked: {question} Correct answer: {answer}. Answer given: {given} "
             f"({'correct' if success else 'wrong'}).")
 
