@@ -12,9 +12,11 @@ from memgym.envs import baselines
 from memgym.envs.proactive import build_tasks
 from memgym.envs.proactive.store import REPOSITORIES, SKILLS
 from memgym.envs.synthetic import KeyValueSource, parse_fact
+from memgym.envs.synthetic.kv import ATTRIBUTES
 from memgym.errors import ConfigError
 from memgym.ops import MemorySearch, Retrieve
 from memgym.rollouts import run_episodes
+from memgym.scoring import normalize_answer
 
 ENV_ID = "memgym/ProactiveRetrieval-v2"
 SEEDS = range(16)
@@ -49,6 +51,14 @@ def test_a_typed_search_names_one_repository():
     assert plain.decode("<search>x</search>").ops == (Retrieve("x", 5),)
     assert plain.decode('<search repo="facts">x</search>').error.reason == (
         "expected <search> or <answer>, found neither")
+
+
+def test_every_skill_derives_an_answer_the_value_itself_does_not_match():
+    assert sorted(s.attribute for s in SKILLS.values()) == sorted(ATTRIBUTES)
+    for skill in SKILLS.values():
+        for value in ATTRIBUTES[skill.attribute]:
+            derived = normalize_answer(skill.apply(value))
+            assert derived and derived != normalize_answer(value), (skill.name, value)
 
 
 def test_skill_and_recall_tasks_need_their_repository():

@@ -48,14 +48,14 @@ class Skill:
 
 
 SKILLS: dict[str, Skill] = {s.name: s for s in (
-    Skill("door code", "PIN", "a person's door code is their PIN with its digits in reverse "
-          "order.", lambda v: v[::-1]),
+    Skill("door code", "PIN", "a person's door code is the last two digits of their PIN.",
+          lambda v: v[-2:]),
     Skill("floor", "room", "a person's floor is the first digit of their room number.",
           lambda v: v[0]),
     Skill("city code", "hometown", "a person's city code is the first three letters of their "
           "hometown, in capitals.", lambda v: v[:3].upper()),
-    Skill("car tag", "car", "a person's car tag is the last two letters of their car's make, "
-          "in capitals.", lambda v: v[-2:].upper()),
+    Skill("car tag", "car", "a person's car tag is the first two letters of their car's make, "
+          "in capitals.", lambda v: v[:2].upper()),
     Skill("club", "hobby", "a person's club is their hobby followed by the word club.",
           lambda v: f"{v} club"),
 )}
