@@ -34,6 +34,7 @@ def test_a_typed_search_names_one_repository():
                        ("<think>t</think><search repo=facts> Alice PIN", "facts")):
         parsed = codec.decode(text)
         assert parsed.ok and parsed.ops[-1] == MemorySearch(repo, "Alice PIN", 5), text
+    assert _make().strict  # -v2 keeps -v1's strict rules
     canonical = codec.encode([MemorySearch("skills", "floor", 5)])
     assert canonical == '<search repo="skills">floor</search>'
     assert codec.decode(canonical).ops == (MemorySearch("skills", "floor", 5),)

@@ -45,10 +45,10 @@ TYPED_INSTRUCTIONS = (
     "as in [e2] for task 2: its question, correct answer and the answer you gave) and skills "
     "(procedures, as in [s1], that derive a quantity from a fact). For each task, either "
     "answer from your context, with the answer between <answer> and </answer>, or first "
-    "retrieve from one repository, as in <search repo=\"episodes\">a query of your own"
-    "</search> with repo one of facts, episodes, skills: the best-matching items are added to "
-    "your context. A retrieval costs {cost} reward and a task allows {limit}. Write nothing "
-    "after the closing tag."
+    "retrieve from one repository, with a query of your own between <search repo=\"facts\">, "
+    "<search repo=\"episodes\"> or <search repo=\"skills\"> and </search>: the best-matching "
+    "items are added to your context. A retrieval costs {cost} reward and a task allows "
+    "{limit}. Write nothing after the closing tag."
 )
 
 
