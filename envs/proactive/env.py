@@ -110,8 +110,8 @@ class ProactiveRetrievalEnv(MemgymEnv):
     the continuation because it is fixed (the credit depends on the state and the action only,
     so it replays exactly), reads no gold data (a retrieval that exposes a stale fact earns
     ``1 - retrieval_cost``, one that adds nothing ``-retrieval_cost``; with the typed store a
-    skill task's first retrieval earns ``1 - retrieval_cost`` only if the other item it needs
-    is already shown), and never retrieves (the forks differ in this one decision). ProactRL
+    retrieval in a skill task earns ``1 - retrieval_cost`` only if the other item it needs is
+    already shown), and never retrieves (the forks differ in this one decision). ProactRL
     continues with the policy itself; a sampled continuation would make the credit a random
     variable. The step reward is the sum of the terms.
 
