@@ -117,6 +117,17 @@ for _env_id, _extra in V1_KWARGS.items():
     _entry = ENVS[_env_id]
     ENVS[_env_id.replace("-v0", "-v1")] = replace(_entry, kwargs={**_entry.kwargs, **_extra})
 
+# -v2 of ProactiveRetrieval: ProactRL's typed experience store (facts, episodes, skills) and the
+# task kinds that need it; its actions, observations and rewards differ, so -v1 stays as it was.
+ENVS["memgym/ProactiveRetrieval-v2"] = replace(
+    ENVS["memgym/ProactiveRetrieval-v1"],
+    description="ProactRL proactive retrieval over a typed experience store: answer from "
+                "context or <search repo=...> the facts, episodes (earlier tasks) or skills at "
+                "a cost; optional paired-branch process reward",
+    baselines="memgym.envs.proactive.baselines:TYPED_BASELINES",
+    kwargs={**ENVS["memgym/ProactiveRetrieval-v1"].kwargs, "typed_store": True,
+            "p_skill": 0.25, "p_recall": 0.25, "max_retrievals": 2})
+
 register_source("locomo", LoCoMoSource)
 register_source("longmemeval", LongMemEvalSource)
 register_source("hotpotqa-haystack", HotpotHaystackSource)

@@ -128,8 +128,20 @@ class MemoryDelete:
     kind: Literal["memory_delete"] = field(default="memory_delete", init=False)
 
 
+@dataclass(frozen=True)
+class MemorySearch:
+    """Retrieve the ``k`` entries of the memory of type ``memory_type`` most relevant to
+    ``query`` (Mem-α's ``search_memory``; ProactRL's retrieval from a typed repository, e.g.
+    ``facts`` / ``episodes`` / ``skills``)."""
+
+    memory_type: str
+    query: str
+    k: int = 5
+    kind: Literal["memory_search"] = field(default="memory_search", init=False)
+
+
 MemoryOp = (Add | Update | Delete | Noop | Retrieve | EditContext | Answer | SetState | Overwrite
-            | Rank | MemoryInsert | MemoryUpdate | MemoryDelete)
+            | Rank | MemoryInsert | MemoryUpdate | MemoryDelete | MemorySearch)
 
 _OP_TYPES: dict[str, type] = {
     "add": Add,
@@ -145,6 +157,7 @@ _OP_TYPES: dict[str, type] = {
     "memory_insert": MemoryInsert,
     "memory_update": MemoryUpdate,
     "memory_delete": MemoryDelete,
+    "memory_search": MemorySearch,
 }
 
 

@@ -15,6 +15,7 @@ from memgym.replay import replay
 from memgym.rollouts import run_episodes
 
 ENV_ID = "memgym/ProactiveRetrieval-v1"
+TYPED = "memgym/ProactiveRetrieval-v2"
 SEEDS = range(16)
 COST = 0.1  # the default retrieval_cost
 
@@ -97,20 +98,24 @@ def _return(env, policy, obs, info, first=None):
     return total
 
 
-def test_the_paired_reward_of_a_retrieval_is_the_return_difference_of_its_two_forks():
-    """At every retrieval of always-retrieve, fork a plain env (no process reward) from the same
+@pytest.mark.parametrize(("env_id", "name"), [(ENV_ID, "always-retrieve"),
+                                              (TYPED, "route-by-question")])
+def test_the_paired_reward_of_a_retrieval_is_the_return_difference_of_its_two_forks(env_id, name):
+    """At every retrieval of a heuristic, fork a plain env (no process reward) from the same
     state: one fork retrieves, the other does not, both continue with never-retrieve (the
-    env's continuation, the context reader) to the episode's end."""
-    policy, reader = baselines(ENV_ID)["always-retrieve"](), baselines(ENV_ID)["noop"]()
+    env's continuation, the context reader) to the episode's end (on -v2 the forks also write
+    different episode records)."""
+    policy, reader = baselines(env_id)[name](), baselines(env_id)["noop"]()
     credits = []
     for seed in range(8):
-        paired, plain = _make(process_reward="paired"), _make()
+        paired = gym.make(env_id, process_reward="paired").unwrapped
+        plain = gym.make(env_id).unwrapped
         obs, info = paired.reset(seed=seed)
         assert plain.reset(seed=seed) == (obs, info)
         done = False
         while not done:
             action = policy.act([obs], [info])[0].text
-            if info["retrievals_left"] > 0 and action.startswith("<search>"):
+            if info["retrievals_left"] > 0 and action.startswith("<search"):
                 snap = plain.snapshot()
                 with_ = _return(plain, reader, obs, info, first=action)
                 plain.restore(snap)
@@ -133,9 +138,11 @@ def test_the_paired_reward_of_a_retrieval_is_the_return_difference_of_its_two_fo
     assert set(credits) == {-COST, 1 - COST}
 
 
-def test_paired_trajectories_replay(tmp_path):
-    trajs = run_episodes(ENV_ID, {"process_reward": "paired"},
-                         baselines(ENV_ID)["retrieve-if-absent"](), range(3), progress=False)
+@pytest.mark.parametrize(("env_id", "name"), [(ENV_ID, "retrieve-if-absent"),
+                                              (TYPED, "route-by-question")])
+def test_paired_trajectories_replay(tmp_path, env_id, name):
+    trajs = run_episodes(env_id, {"process_reward": "paired"}, baselines(env_id)[name](),
+                         range(3), progress=False)
     assert any(s.reward_terms["paired"] != 0 for t in trajs for s in t.steps)
     report = replay(load_trajectories(write_trajectories(trajs, tmp_path / "p.parquet")))
     assert report.ok and report.trajectories == 3

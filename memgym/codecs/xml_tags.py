@@ -18,6 +18,12 @@ Decoding is lenient where small policies drift and strict where the meaning woul
 
 Ops: ``(SetState(think)?, Retrieve(query, top_k))`` or ``(SetState(think)?, Answer(text))``, with
 surrounding whitespace stripped from every field.
+
+Typed repositories (ProactRL's facts / episodes / skills): a codec built with
+``repositories`` reads ``<search repo="episodes">query</search>`` (attribute name and value
+case-insensitive, quotes ``"``, ``'`` or none) as ``MemorySearch("episodes", query, top_k)``;
+there a ``<search>`` that names no repository, or one not in ``repositories``, is an error.
+Without ``repositories`` only a bare ``<search>`` is an action tag, as before.
 """
 
 from __future__ import annotations
@@ -26,21 +32,25 @@ import re
 from collections.abc import Sequence
 
 from memgym.codecs.base import ParseError, ParseResult, checks_unicode
-from memgym.ops import Answer, MemoryOp, Retrieve, SetState
+from memgym.ops import Answer, MemoryOp, MemorySearch, Retrieve, SetState
 
 _OPEN = {name: re.compile(rf"<{name}>", re.IGNORECASE) for name in ("think", "search", "answer")}
 _CLOSE = {name: re.compile(rf"</{name}>", re.IGNORECASE) for name in ("think", "search", "answer")}
+_OPEN_TYPED_SEARCH = re.compile(r"<search(\s[^<>]*)?>", re.IGNORECASE)
+_REPO = re.compile(r"""\s*repo\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"']+))\s*""", re.IGNORECASE)
 
 
-def _blocks(text: str, name: str) -> list[tuple[int, str, bool, int]]:
-    """Every ``<name>…</name>`` block as (start offset, content, closed, end offset)."""
+def _blocks(text: str, name: str, opener: re.Pattern | None = None
+            ) -> list[tuple[int, str, bool, int, re.Match]]:
+    """Every ``<name>…</name>`` block as (start offset, content, closed, end offset, the
+    opening tag's match); ``opener`` replaces the ``<name>`` pattern."""
     out, pos = [], 0
-    while (m := _OPEN[name].search(text, pos)) is not None:
+    while (m := (opener or _OPEN[name]).search(text, pos)) is not None:
         end = _CLOSE[name].search(text, m.end())
         if end is None:
-            out.append((m.start(), text[m.end():], False, len(text)))
+            out.append((m.start(), text[m.end():], False, len(text), m))
             break
-        out.append((m.start(), text[m.end():end.start()], True, end.end()))
+        out.append((m.start(), text[m.end():end.start()], True, end.end(), m))
         pos = end.end()
     return out
 
@@ -51,12 +61,16 @@ class XmlTagsCodec:
     Args:
         top_k: The ``k`` of the ``Retrieve`` op a ``<search>`` decodes to (passages returned).
         require_think: Make a missing ``<think>`` block a parse error.
+        repositories: Names (lower case) of the typed repositories a ``<search repo="...">``
+            may name; empty: plain ``<search>`` (see the module docs).
     """
 
     name = "xml_tags"
 
-    def __init__(self, top_k: int = 3, require_think: bool = False) -> None:
+    def __init__(self, top_k: int = 3, require_think: bool = False,
+                 repositories: tuple[str, ...] = ()) -> None:
         self.top_k, self.require_think = top_k, require_think
+        self.repositories = tuple(repositories)
 
     @checks_unicode
     def decode(self, text: str) -> ParseResult:
@@ -74,7 +88,8 @@ class XmlTagsCodec:
             start = thinks[0][0]
             end = _CLOSE["think"].search(text, start).end()  # type: ignore[union-attr]
             rest = text[:start] + " " * (end - start) + text[end:]
-        searches, answers = _blocks(rest, "search"), _blocks(rest, "answer")
+        opener = _OPEN_TYPED_SEARCH if self.repositories else None
+        searches, answers = _blocks(rest, "search", opener), _blocks(rest, "answer")
         if searches and answers:
             position = max(searches[0][0], answers[0][0])
             return ParseResult((), ParseError(position, "expected one of <search> or <answer>, "
@@ -87,13 +102,23 @@ class XmlTagsCodec:
         if len(actions) > 1:
             return ParseResult((), ParseError(actions[1][0], f"expected one <{kind}> block, "
                                                              f"got {len(actions)}"))
-        position, content, _, end = actions[0]
+        position, content, _, end, opening = actions[0]
         content = content.strip()
         ops: list[MemoryOp] = [SetState(thinks[0][1].strip())] if thinks else []
         if kind == "search":
             if not content:
                 return ParseResult((), ParseError(position, "empty <search> query"))
-            ops.append(Retrieve(content, self.top_k))
+            if not self.repositories:
+                ops.append(Retrieve(content, self.top_k))
+                return ParseResult(tuple(ops), end=end)
+            repo = _REPO.fullmatch(opening[1] or "")
+            name = next((g for g in repo.groups() if g is not None), "").lower() if repo else ""
+            if name not in self.repositories:
+                names = ", ".join(self.repositories)
+                return ParseResult((), ParseError(position, (
+                    f'expected <search repo="..."> with repo one of {names}, got '
+                    f"{opening[0]!r}")))
+            ops.append(MemorySearch(name, content, self.top_k))
         else:
             ops.append(Answer(content))
         return ParseResult(tuple(ops), end=end)
@@ -103,8 +128,8 @@ class XmlTagsCodec:
         closing tags).
 
         Raises:
-            TypeError: An op other than ``SetState``/``Retrieve``/``Answer`` (a programming
-                error).
+            TypeError: An op other than ``SetState``/``Retrieve``/``MemorySearch``/``Answer``
+                (a programming error).
         """
         parts = []
         for op in ops:
@@ -112,6 +137,8 @@ class XmlTagsCodec:
                 parts.append(f"<think>{op.text}</think>")
             elif isinstance(op, Retrieve):
                 parts.append(f"<search>{op.query}</search>")
+            elif isinstance(op, MemorySearch):
+                parts.append(f'<search repo="{op.memory_type}">{op.query}</search>')
             elif isinstance(op, Answer):
                 parts.append(f"<answer>{op.text}</answer>")
             else:
