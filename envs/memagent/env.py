@@ -50,6 +50,22 @@ def cut_memory(text: str, max_tokens: int) -> str:
 
 
 
+def chunked_source(source: str | TaskSource, split: str, max_chunks: int,
+                   **source_kwargs: Any) -> TaskSource:
+    """:func:`~memgym.envs.sources.make_source`, checked against ``max_chunks``.
+
+    Raises:
+        ConfigError: The source's instances may have more chunks (its ``max_items``) than
+            ``max_chunks``; or see ``make_source``.
+    """
+    made = make_source(source, split, **source_kwargs)
+    bound = getattr(made, "max_items", None)
+    if bound is not None and bound > max_chunks:
+        raise ConfigError(f"source instances may have up to {bound} chunks; expected "
+                          f"max_chunks >= {bound}, got {max_chunks}")
+    return made
+
+
 def overwrite(op: Overwrite, max_memory_tokens: int) -> tuple[str, OpResult]:
     """The memory ``op`` writes, cut by :func:`cut_memory` to ``max_memory_tokens``, and its
     result (``reason`` says when it was cut)."""
@@ -140,11 +156,7 @@ class MemAgentEnv(MemgymEnv):
             raise ConfigError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
         if max_memory_tokens < 1:
             raise ConfigError(f"max_memory_tokens must be >= 1, got {max_memory_tokens}")
-        self.source = make_source(source, split, **source_kwargs)
-        bound = getattr(self.source, "max_items", None)
-        if bound is not None and bound > max_chunks:
-            raise ConfigError(f"source instances may have up to {bound} chunks; expected "
-                              f"max_chunks >= {bound}, got {max_chunks}")
+        self.source = chunked_source(source, split, max_chunks, **source_kwargs)
         self.metric, self.format_penalty = metric, format_penalty
         self.max_memory_tokens, self.max_chunks = max_memory_tokens, max_chunks
         self.max_steps, self.strict = max_chunks + 1, strict

@@ -8,9 +8,9 @@ import numpy as np
 
 from memgym.codecs.memagent import MEMORY_MARKER, MemoryRewriteCodec
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
-from memgym.envs.memagent.env import CHARS_PER_TOKEN, NO_MEMORY, overwrite
+from memgym.envs.memagent.env import CHARS_PER_TOKEN, NO_MEMORY, chunked_source, overwrite
 from memgym.envs.memtrain.cloze import METRICS, Probe, probes, read, windows
-from memgym.envs.sources import TaskSource, make_source, pick_instance
+from memgym.envs.sources import TaskSource, pick_instance
 from memgym.errors import ConfigError
 from memgym.ops import OpResult, Overwrite
 
@@ -129,11 +129,7 @@ class MemTrainEnv(MemgymEnv):
             raise ConfigError(f"expected max_memory_tokens >= 1, probes >= 1, recall_probes >= 0 "
                               f"and recall_every >= 0, got {max_memory_tokens}, {probes}, "
                               f"{recall_probes} and {recall_every}")
-        self.source = make_source(source, split, **source_kwargs)
-        bound = getattr(self.source, "max_items", None)
-        if bound is not None and bound > max_chunks:
-            raise ConfigError(f"source instances may have up to {bound} chunks; expected "
-                              f"max_chunks >= {bound}, got {max_chunks}")
+        self.source = chunked_source(source, split, max_chunks, **source_kwargs)
         self.max_memory_tokens, self.max_chunks = max_memory_tokens, max_chunks
         self.num_probes, self.recall_probes, self.recall_every = probes, recall_probes, recall_every
         self.e2e_weight, self.recall_weight = e2e_weight, recall_weight
