@@ -256,8 +256,8 @@ class BM25Index:
     def _search_numpy(self, terms: list[str], k: int) -> list[tuple[Hashable, float]]:
         """:meth:`search` with numpy: every (term, document) score of the query in one
         vectorized pass (the same float64 operations, then float32), summed by ``np.add.at``
-        in query-term order (float32 additions, as bm25s), then a partial sort for the top
-        ``k``."""
+        in query-term order (float32 additions, as bm25s), then a partial sort of all scores
+        for the k-th best and a sort of those at or above it."""
         postings = [self._postings[term].arrays() for term in terms]
         slots = np.concatenate([term_slots for term_slots, _ in postings])
         tfs = np.concatenate([term_tfs for _, term_tfs in postings])
@@ -266,9 +266,9 @@ class BM25Index:
         norms = (K1 * ((1 - B) + B * self._lengths / (self._total / self.size)))[slots]
         scores = np.zeros(len(self._keys), dtype=np.float32)
         np.add.at(scores, slots, (idfs * (tfs / (norms + tfs))).astype(np.float32))
-        hit = np.flatnonzero(scores)  # Lucene's idf is > 0, so no score is negative
-        if len(hit) > k:  # keep the k best and everything tied with the k-th
-            kth = np.partition(scores[hit], len(hit) - k)[len(hit) - k]
-            hit = hit[scores[hit] >= kth]
+        n = len(scores)  # Lucene's idf is > 0, so no score is negative
+        kth = np.partition(scores, n - k)[n - k] if k < n else 0.0  # the k-th best score
+        # the k best and everything tied with the k-th (all hits when fewer score above 0)
+        hit = np.flatnonzero(scores >= kth) if kth > 0 else np.flatnonzero(scores)
         order = hit[np.lexsort((hit, -scores[hit]))[:k]]
         return [(self._keys[d], float(scores[d])) for d in order]

@@ -64,18 +64,22 @@ def smollm2_path() -> Path:
 
 def model_source(name_or_path: str) -> str:
     """What transformers loads for ``name_or_path``: the converted SmolLM2 for ``"smollm2"``, a
-    local directory, or (a name that is not a path on disk, like ``Qwen/Qwen2.5-3B-Instruct``)
-    a Hugging Face id, which transformers resolves from its cache or the Hub.
+    local model directory, a local peft adapter directory (a LoRA run's or warm start's:
+    transformers' peft integration loads its base model, ``base_model_name_or_path``, and the
+    adapter), or (a name that is not a path on disk, like ``Qwen/Qwen2.5-3B-Instruct``) a
+    Hugging Face id, which transformers resolves from its cache or the Hub.
 
     Raises:
-        EngineError: A local path that exists but holds no ``config.json``.
+        EngineError: A local path that exists but holds no ``config.json`` or
+            ``adapter_config.json``.
     """
     path = smollm2_path() if name_or_path == SMOLLM2 else Path(name_or_path)
-    if (path / "config.json").is_file():
+    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
         return str(path)
     if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
-        raise EngineError(f"expected a model directory with config.json or a Hugging Face id "
-                          f"(org/name), got {name_or_path!r}")
+        raise EngineError(f"expected a model directory with config.json (or a peft adapter's "
+                          f"adapter_config.json) or a Hugging Face id (org/name), got "
+                          f"{name_or_path!r}")
     return name_or_path
 
 

@@ -134,3 +134,10 @@ def test_from_pretrained_takes_fast_path_from_the_model_config():
                                       batch_size=4)
     assert not engine.fast_path and engine.name == "hf:smollm2" and engine.batch_size == 4
     assert engine.model.device.type == "cpu" and engine.fallback_reason() == "fast_path=False"
+
+
+def test_model_source_takes_model_and_adapter_directories_and_names_both(tmp_path):
+    with pytest.raises(EngineError, match=r"config\.json .*adapter_config\.json"):
+        hf.model_source(str(tmp_path))
+    (tmp_path / "adapter_config.json").write_text("{}")
+    assert hf.model_source(str(tmp_path)) == str(tmp_path)

@@ -4,13 +4,13 @@ import pytest
 import torch
 from datasets import Dataset
 
-from memgym.config import TrainConfig, WarmStartConfig, load_config
+from memgym.config import LoraConfig, ModelConfig, TrainConfig, WarmStartConfig, load_config
 from memgym.engine import SamplingParams
 from memgym.envs import baselines
 from memgym.errors import ConfigError
 from memgym.rollouts import LLMPolicy, run_episodes
 from memgym.rollouts.hf import HFEngine, load_model
-from memgym.train import train
+from memgym.train import train, with_lora
 from memgym.trainers.warm_start import balanced, warm_start
 
 ENV_ID = "memgym/SyntheticMemoryManager-v1"
@@ -29,9 +29,9 @@ def test_balanced_keeps_every_write_and_as_many_empty_actions():
 
 
 def test_warm_start_config_is_checked_before_any_work(tmp_path):
-    with pytest.raises(ConfigError, match="warm_start fine-tunes the whole model"):
+    with pytest.raises(ConfigError, match="warm_start fine-tunes the model in one process"):
         load_config("experiments/quickstart.yaml", {
-            "warm_start": {"policy": "oracle"}, "lora": {"r": 4}})
+            "warm_start": {"policy": "oracle"}, "distributed": {"strategy": "ddp"}})
     config = TrainConfig(env_id=ENV_ID, run_dir=str(tmp_path / "run"),
                          warm_start=WarmStartConfig(policy="nobody"))
     with pytest.raises(ConfigError, match=r"warm_start\.policy must be a baseline"):
@@ -77,3 +77,24 @@ def test_warm_start_fits_the_teacher_and_the_engine_generates_with_the_new_weigh
     fresh = LLMPolicy(HFEngine(saved, tokenizer),
                       SamplingParams(max_new_tokens=40, temperature=0.0))
     assert after == fresh.act([step.observation], [{}])[0].text != before
+
+
+@pytest.mark.slow
+def test_lora_warm_start_trains_the_adapter_and_saves_one_that_loads(tmp_path):
+    """A LoRA policy (with gradient checkpointing, as the quickstart's) warm-starts: only the
+    adapter moves, and the saved directory loads (transformers' peft integration) into a model
+    with the same logits."""
+    teacher = baselines(ENV_ID)["oracle"]()
+    trajectories = run_episodes(ENV_ID, TINY, teacher, [0, 1], num_envs=2, progress=False)
+    model, tokenizer = load_model(ModelConfig(name_or_path="smollm2", gradient_checkpointing=True))
+    model = with_lora(model, LoraConfig(r=4, target_modules=["q_proj", "down_proj"]))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    warm_start(model, tokenizer, trajectories, WarmStartConfig(
+        policy="oracle", learning_rate=1e-3, batch_size=2), tmp_path / "ws", seed=0)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert changed and all("lora_" in n for n in changed)
+    assert (tmp_path / "ws" / "adapter_config.json").is_file()
+    saved, _ = load_model(str(tmp_path / "ws"))
+    ids = torch.tensor([tokenizer("The memory bank holds")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(saved(ids).logits, model.eval()(ids).logits)

@@ -51,7 +51,8 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
     """Fine-tune ``model`` in place on the teacher's ``trajectories``.
 
     Args:
-        model: The policy (plain, one process); its parameters stay the same tensors, so an
+        model: The policy (plain or peft, one process; a peft model trains its adapters and
+            saves the adapter); its parameters stay the same tensors, so an
             optimizer and engine built on them see the update.
         tokenizer: Its tokenizer.
         trajectories: The teacher's rollouts of the training env.

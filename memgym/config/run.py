@@ -104,6 +104,8 @@ class LoraConfig(Section):
 class WarmStartConfig(Section):
     """SFT warm start before RL: the policy imitates a scripted teacher's actions on training
     episodes (seeds disjoint from the RL and validation seeds), loss on the actions only.
+    With ``lora:`` the SFT trains the run's adapters (the ones RL then continues), and
+    ``run_dir/warm_start`` holds the adapter.
 
     Attributes:
         policy: A scripted baseline of the env (``memgym envs`` lists them), e.g. a privileged
@@ -305,10 +307,9 @@ class TrainConfig(Section):
         if self.distributed.strategy != "none" and self.rollout.ray_address is not None:
             raise ValueError("distributed training rolls out on each rank's own engine: "
                              "remove rollout.ray_address (or distributed.strategy)")
-        if self.warm_start is not None and (self.distributed.strategy != "none"
-                                            or self.lora is not None):
-            raise ValueError("warm_start fine-tunes the whole model in one process: remove "
-                             "lora and distributed.strategy, or warm-start with `memgym sft`")
+        if self.warm_start is not None and self.distributed.strategy != "none":
+            raise ValueError("warm_start fine-tunes the model in one process: remove "
+                             "distributed.strategy, or warm-start with `memgym sft`")
         if self.rollout.engine == "openai":
             raise ValueError("rollout.engine 'openai' serves weights memgym cannot update: "
                              "train with 'hf' or 'vllm' (openai is for rollout and eval)")
