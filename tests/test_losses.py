@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from memgym.codecs import Mem0JsonCodec
+from memgym.codecs.hermes import decode_tool_calls
 from memgym.codecs.mem_alpha import MemAlphaCodec
 from memgym.errors import ConfigError
+from memgym.ops import MemoryInsert, MemorySearch
 from memgym.segments import build_segments
 from memgym.trainers import (
     LOSS_AGG_MODES,
@@ -245,6 +247,15 @@ def test_codecs_record_memory_op_spans():
     (start, end), = MemAlphaCodec().decode(text).spans
     assert text[start:end] == call
     assert Mem0JsonCodec().decode("no json").spans == ()
+    tools = {"search": lambda a: MemorySearch("facts", a["q"]),  # a read: no payload span
+             "insert": lambda a: MemoryInsert("core", a["text"])}
+    insert = '{"name": "insert", "arguments": {"text": "Ann likes tea"}}'
+    text = ('<tool_call>{"name": "search", "arguments": {"q": "tea"}}</tool_call>'
+            f"<tool_call>{insert}</tool_call>")
+    parsed = decode_tool_calls(text, tools)
+    assert [type(op) for op in parsed.ops] == [MemorySearch, MemoryInsert]
+    (start, end), = parsed.spans
+    assert text[start:end] == insert
 
 
 def test_memory_masks_mark_the_payload_tokens_and_feed_memory_credit(smollm2):

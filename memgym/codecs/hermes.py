@@ -20,13 +20,13 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from memgym.codecs.base import ParseError, ParseResult, decode_json, decode_json_span
-from memgym.ops import Answer, MemoryOp, Noop, Retrieve
+from memgym.ops import Answer, MemoryOp, MemorySearch, Noop, Retrieve
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _INVALID = "invalid JSON in tool call"
 _FENCE_OPEN = re.compile(r"```[a-zA-Z]*\s*")
 
-_NOT_WRITES = (Retrieve, Answer, Noop)  # reads and answers: not memory-op payloads
+_NOT_WRITES = (Retrieve, MemorySearch, Answer, Noop)  # reads and answers: not memory-op payloads
 
 Tool = Callable[[dict], MemoryOp | str]
 """A tool: its ``arguments`` object → the op, or a reason string when they are wrong."""
