@@ -23,7 +23,8 @@ def test_dotted_overrides_merge_into_their_sections():
     assert config.grpo.model_dump(exclude={"learning_rate"}) == base.grpo.model_dump(
         exclude={"learning_rate"})
     assert config.env == {**base.env, "split": "val"} and config.iterations == 3
-    assert config.model == ModelConfig(name_or_path="smollm2", dtype="bfloat16")
+    assert config.model == base.model.model_copy(update={"dtype": "bfloat16"})
+    assert config.model != ModelConfig(name_or_path="smollm2", dtype="bfloat16")  # the file's
 
 
 def test_a_model_name_is_shorthand_for_its_path():
@@ -81,7 +82,9 @@ def test_python_m_memgym_is_the_memgym_command():
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["distributed.strategy=fsdp2", "lora.r=8"], "use distributed.strategy 'ddp'"),
-    (["distributed.strategy=ddp", "rollout.ray_address=local"], "remove rollout.ray_address"),
+    (["distributed.strategy=ddp", "rollout.ray_address=local", "lora=null"],
+     "remove rollout.ray_address"),
+    (["rollout.ray_address=local"], "remove lora or rollout.ray_address"),
     (["distributed.strategy=deepspeed"], "distributed.strategy"),
     (["rollout.max_staleness=1"], "off-policy"),
 ])

@@ -22,7 +22,7 @@ def test_tiny_quickstart_writes_outputs_and_replays(tmp_path):
             "--set", "warm_start.episodes=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    for name in ("metrics.csv", "reward_curve.png", "checkpoint/config.json",
+    for name in ("metrics.csv", "reward_curve.png", "checkpoint/adapter_config.json",
                  "checkpoint/optimizer.pt", "eval.json"):
         assert (run_dir / name).is_file(), name
     # the trajectory dataset: one part per evaluation (8 policies) and per iteration (2)
@@ -35,6 +35,6 @@ def test_tiny_quickstart_writes_outputs_and_replays(tmp_path):
     evals = json.loads((run_dir / "eval.json").read_text())
     assert {"noop", "store-all", "mem0-like", "untrained", "warm start", "trained"} <= set(evals)
     assert evals["noop"]["episodes"] == 2
-    assert (run_dir / "warm_start" / "model.safetensors").is_file()
+    assert (run_dir / "warm_start" / "adapter_model.safetensors").is_file()  # LoRA
     replayed = CliRunner().invoke(app, ["replay", str(run_dir / "trajectories.parquet")])
     assert replayed.exit_code == 0 and "0 divergences" in replayed.output
