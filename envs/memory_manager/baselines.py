@@ -100,6 +100,32 @@ class EvidencePolicy:
             if i["privileged"]["evidence"] else [])) for i in infos]
 
 
+class EvidenceKeepPolicy:
+    """Privileged teacher for a bounded bank (``max_entries``): keep the evidence turns, the
+    slots never idle. While the bank has room it ADDs every turn verbatim (as store-all); once
+    full, an evidence turn (``info["privileged"]["evidence"]``) UPDATEs the first related memory
+    shown that is not evidence (``evidence_shown``), and anything else is NONE. What it imitates
+    is a ranking the policy can learn from what it sees: is the new turn more worth keeping than
+    a memory it is shown? (With an unbounded bank it is store-all.)"""
+
+    name = "evidence-keep"
+    privileged = True
+
+    def _ops(self, observation: str, info: dict) -> list[MemoryOp]:
+        fact = f"{info['turn']['speaker']}: {info['turn']['text']}"
+        privileged = info["privileged"]
+        if not privileged["bank_full"]:
+            return [Add(fact)]
+        shown = [mid for mid, _ in _RELATED.findall(observation.split("Related memories:")[-1])]
+        weak = [mid for mid in shown if mid not in privileged["evidence_shown"]]
+        return [Update(weak[0], fact)] if privileged["evidence"] and weak else []
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [Completion(_CODEC.encode(self._ops(obs, info)))
+                for obs, info in zip(observations, infos, strict=True)]
+
+
 class OraclePolicy:
     """Upper bound from gold data: at the item that completes a question's evidence, ADD its gold
     answer tagged with the question's longest content word (so BM25 on the question finds it);
@@ -119,5 +145,5 @@ class OraclePolicy:
                 for info in infos]
 
 
-BASELINES = {p.name: p for p in (OraclePolicy, EvidencePolicy, Mem0LikePolicy, StoreAllPolicy,
-                                 NoopPolicy)}
+BASELINES = {p.name: p for p in (OraclePolicy, EvidencePolicy, EvidenceKeepPolicy, Mem0LikePolicy,
+                                 StoreAllPolicy, NoopPolicy)}

@@ -12,7 +12,7 @@ from memgym.envs.answerers import Answerer, Question, make_answerer
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
 from memgym.envs.sources import TaskInstance, TaskSource, make_source, pick_instance
 from memgym.errors import ConfigError
-from memgym.memory import BankSnapshot, MemoryBank
+from memgym.memory import BankSnapshot, MemoryBank, MemoryEntry
 
 INSTRUCTIONS = (
     "You manage a memory bank about a conversation. Reply with JSON only: "
@@ -74,8 +74,11 @@ class MemoryManagerEnv(MemgymEnv):
     :class:`~memgym.envs.answerers.Answered` record per question: prediction, score and the
     ``retrieved`` / ``supporting`` entry ids that memory metrics read), and
     ``privileged["answers"]``: the ``(question, answer)`` pairs whose last evidence is the
-    current item, and ``evidence``: whether the item is evidence of any answerable question
-    (for the oracle and the evidence teacher).
+    current item, ``evidence``: whether the item is evidence of any answerable question,
+    ``evidence_shown``: the ids of the related memories shown that were last written from such
+    an item, and
+    ``bank_full``: whether the bank holds ``max_entries`` (for the oracle and the evidence
+    teachers; ``privileged`` is never recorded in trajectories).
 
     ## Arguments
     ``source`` (a registered source name or a :class:`TaskSource`; ``locomo`` takes ``window``,
@@ -122,11 +125,13 @@ class MemoryManagerEnv(MemgymEnv):
         self.observation_space = text_space(16384)
         self.action_space = text_space(max_action_chars)
         self.bank = MemoryBank(max_entries, max_memory_chars)
+        self._shown: list[MemoryEntry] = []  # the related memories of the last observation
 
     def _observation(self) -> str:
         item = self.instance.items[self.t]
         query = f"{item.speaker} {item.text}"
         hits = self.bank.search(query, self.related_k)
+        self._shown = [entry for entry, _ in hits]
         related = "\n".join(f"[{entry.id}] {entry.text}" for entry, _ in hits)
         speaker = f"{item.speaker}: " if item.speaker else ""
         return clean(f"{self.instructions}\nDate: {item.date}\nNew turn: {speaker}{item.text}\n"
@@ -146,6 +151,7 @@ class MemoryManagerEnv(MemgymEnv):
         return stamped
 
     def _item_info(self) -> dict[str, Any]:
+        """The next item's info; call after :meth:`_observation` (it reads the memories shown)."""
         item = self.instance.items[self.t]
         if self._evidence_of is None or self._evidence_of[0] is not self.instance:
             answered: dict[str, list[tuple[str, str]]] = {}  # last evidence item -> its QAs
@@ -158,10 +164,13 @@ class MemoryManagerEnv(MemgymEnv):
                                                                         q.answers[0]))
             self._evidence_of = (self.instance, answered, evidence)  # per instance, O(1) a step
         _, answered, evidence = self._evidence_of
+        full = self.max_entries is not None and len(self.bank) >= self.max_entries
         return {"turn": {"id": item.id, "speaker": item.speaker, "date": item.date,
                          "text": item.text},
                 "privileged": {"answers": list(answered.get(item.id, ())),
-                               "evidence": item.id in evidence}}
+                               "evidence": item.id in evidence, "bank_full": full,
+                               "evidence_shown": [e.id for e in self._shown
+                                                  if e.provenance in evidence]}}
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[str, dict]:
@@ -179,9 +188,10 @@ class MemoryManagerEnv(MemgymEnv):
                               f"items; expected 1..max_steps={self.max_steps}")
         self.bank = MemoryBank(self.max_entries, self.max_memory_chars)
         self.t = 0
+        observation = self._observation()
         info = {"instance": self.instance.id, "num_questions": len(self.instance.questions),
                 "bank_size": 0, **self._item_info()}
-        return self._observation(), info
+        return observation, info
 
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply the ops in ``action`` for the current item and move to the next item."""
@@ -203,7 +213,7 @@ class MemoryManagerEnv(MemgymEnv):
             extra["qa"] = [a.__dict__ for a in answered]
             observation = ""
         else:
-            extra.update(self._item_info())
             observation = self._observation()
+            extra.update(self._item_info())
         info = step_info(parsed, results, terms, "end" if terminated else "overwrite", **extra)
         return observation, float(sum(terms.values())), terminated, False, info
