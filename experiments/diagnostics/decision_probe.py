@@ -12,10 +12,12 @@ it sees, before any training:
    ``--layer`` is the step's feature vector (standardised on the training steps).
 3. An L2-regularised logistic regression (torch L-BFGS) on the training steps, label = the
    teacher wrote; its validation AUC, beside the base model's own decision logit's.
-4. The validation return of the scripted policy that stores the turn verbatim iff the probe's
-   score is above its ``q``-quantile on the validation steps (a threshold chosen on validation:
-   optimistic), paired with store-all on the same seeds (paired bootstrap 95% CI,
-   :func:`memgym.stats.paired_bootstrap_ci`); and of length rules (store turns of >= k words).
+4. The validation return, paired with store-all on the same seeds (paired bootstrap 95% CI,
+   :func:`memgym.stats.paired_bootstrap_ci`), of scripted policies that decide by a score:
+   *threshold* policies store the turn verbatim iff its score is above a cut (the probe's
+   ``q``-quantile on the validation steps, a cut chosen on validation: optimistic; or >= k
+   words), *keep-best* policies fill the bank, then UPDATE the lowest-scored memory shown with
+   a turn that scores higher (what the ``evidence-keep`` teacher does with gold evidence).
 
 A step's score is read on the teacher's prompt for that step and looked up by the turn's text:
 under the probe policy the related memories shown differ, which this approximation ignores.
@@ -32,9 +34,16 @@ import time
 import numpy as np
 import torch
 
+from memgym.codecs import Mem0JsonCodec
 from memgym.config import load_config
 from memgym.engine import Completion
-from memgym.envs.memory_manager.baselines import EvidencePolicy, NoopPolicy, StoreAllPolicy
+from memgym.envs.memory_manager.baselines import (
+    EvidenceKeepPolicy,
+    EvidencePolicy,
+    NoopPolicy,
+    StoreAllPolicy,
+)
+from memgym.ops import Add, Update
 from memgym.rollouts import TokenizedPolicy, run_episodes
 from memgym.rollouts.hf import load_model
 from memgym.stats import bootstrap_ci, paired_bootstrap_ci
@@ -42,6 +51,7 @@ from memgym.train import EVAL_SEED_BASE
 from memgym.trainers.warm_start import WARM_START_SEED_BASE
 
 _TURN = re.compile(r"New turn: (.*)\n")
+_SHOWN = re.compile(r"^\[(\w+)\] (.*)$", re.MULTILINE)
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -100,6 +110,33 @@ class _ScoredTurns:
                 for s, e, o, i in zip(stored, empty, observations, infos, strict=True)]
 
 
+class _KeepBest:
+    """Keeps the best-scored turns: ADDs while the bank has room (``info["bank_size"] <
+    capacity``), then UPDATEs the lowest-scored memory shown with a turn that scores higher. It
+    remembers the score of each memory it wrote (by text)."""
+
+    def __init__(self, name: str, score, capacity: int) -> None:
+        self.name, self.score, self.capacity = name, score, capacity
+        self.written: dict[str, float] = {}
+        self.codec = Mem0JsonCodec()
+
+    def act(self, observations, infos) -> list[Completion]:
+        out = []
+        for observation, info in zip(observations, infos, strict=True):
+            fact, score = f"{info['turn']['speaker']}: {info['turn']['text']}", self.score(
+                observation, info)
+            ops = [Add(fact)] if info["bank_size"] < self.capacity else []
+            shown = [(self.written[text], mid) for mid, text in
+                     _SHOWN.findall(observation.split("Related memories:")[-1])
+                     if text in self.written]
+            if not ops and shown and score > min(shown)[0]:
+                ops = [Update(min(shown)[1], fact)]
+            if ops:
+                self.written[fact] = score
+            out.append(Completion(self.codec.encode(ops)))
+        return out
+
+
 def main() -> None:
     """Parse arguments, fit the probe, print AUCs and the paired returns."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -141,11 +178,19 @@ def main() -> None:
     for turn, s in zip(turns_va, score_va, strict=True):
         by_turn.setdefault(turn, []).append(float(s))
     probe = {turn: float(np.mean(v)) for turn, v in by_turn.items()}
-    policies = [StoreAllPolicy(), EvidencePolicy()]
-    policies += [_ScoredTurns(f"probe > q{q:g}", lambda o, i: probe[_TURN.search(o).group(1)],
-                              float(np.quantile(score_va, q))) for q in args.quantiles]
-    policies += [_ScoredTurns(f">= {k} words", lambda o, i: len(i["turn"]["text"].split()),
-                              k - 0.5) for k in args.min_words]
+    def probe_score(observation, _):
+        return probe[_TURN.search(observation).group(1)]
+
+    def words(_, info):
+        return len(info["turn"]["text"].split())
+
+    policies = [StoreAllPolicy(), EvidencePolicy(), EvidenceKeepPolicy()]
+    policies += [_ScoredTurns(f"probe > q{q:g}", probe_score, float(np.quantile(score_va, q)))
+                 for q in args.quantiles]
+    policies += [_ScoredTurns(f">= {k} words", words, k - 0.5) for k in args.min_words]
+    if val_env.get("max_entries"):
+        policies += [_KeepBest("probe keep-best", probe_score, val_env["max_entries"]),
+                     _KeepBest("words keep-best", words, val_env["max_entries"])]
     returns = {}
     for policy in policies:
         trajectories = run_episodes(env_id, val_env, policy, val_seeds, num_envs=24,
