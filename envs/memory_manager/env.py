@@ -76,9 +76,8 @@ class MemoryManagerEnv(MemgymEnv):
     ``privileged["answers"]``: the ``(question, answer)`` pairs whose last evidence is the
     current item, ``evidence``: whether the item is evidence of any answerable question,
     ``evidence_shown``: the ids of the related memories shown that were last written from such
-    an item, and
-    ``bank_full``: whether the bank holds ``max_entries`` (for the oracle and the evidence
-    teachers; ``privileged`` is never recorded in trajectories).
+    an item, and ``bank_full``: whether the bank holds ``max_entries`` (for the oracle and the
+    evidence teachers; ``privileged`` is never recorded in trajectories).
 
     ## Arguments
     ``source`` (a registered source name or a :class:`TaskSource`; ``locomo`` takes ``window``,
