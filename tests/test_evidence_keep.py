@@ -17,24 +17,30 @@ KWARGS = {"split": "val", "window": 6, "max_entries": 2, "related_k": 3}
 SHOWN = re.compile(r"^\[(\w+)\] ", re.MULTILINE)
 
 
+def walk(env, policy, seeds):
+    """Step ``env`` with ``policy`` over one episode per seed; yield each step's observation,
+    info (with ``privileged``, which trajectories do not record) and action, before the step."""
+    for seed in seeds:
+        observation, info = env.reset(seed=seed)
+        terminated = False
+        while not terminated:
+            (action,) = policy.act([observation], [info])
+            yield observation, info, action
+            observation, _, terminated, _, info = env.step(action.text)
+
+
 def test_privileged_info_names_the_evidence_memories_shown_and_a_full_bank():
     env = gym.make(ENV_ID, **KWARGS).unwrapped
     store_all = baselines(ENV_ID)["store-all"]()
     checked = 0
-    for seed in range(6):
-        observation, info = env.reset(seed=seed)
+    for observation, info, _ in walk(env, store_all, range(6)):
         evidence = {e for q in env.instance.questions if q.answers for e in q.evidence}
-        while True:
-            privileged = info["privileged"]
-            shown = SHOWN.findall(observation.split("Related memories:")[-1])
-            assert privileged["bank_full"] == (len(env.bank) == 2)
-            assert privileged["evidence_shown"] == [
-                mid for mid in shown if env.bank.get(mid).provenance in evidence]
-            checked += bool(privileged["evidence_shown"])
-            (action,) = store_all.act([observation], [info])
-            observation, _, terminated, _, info = env.step(action.text)
-            if terminated:
-                break
+        privileged = info["privileged"]
+        shown = SHOWN.findall(observation.split("Related memories:")[-1])
+        assert privileged["bank_full"] == (len(env.bank) == 2)
+        assert privileged["evidence_shown"] == [
+            mid for mid in shown if env.bank.get(mid).provenance in evidence]
+        checked += bool(privileged["evidence_shown"])
     assert checked  # some steps show an evidence memory
 
 
@@ -59,19 +65,13 @@ def test_evidence_keep_fills_the_bank_then_swaps_only_weak_memories_for_evidence
 def test_evidence_keep_swaps_on_evidence_turns_only_and_never_an_evidence_memory():
     env = gym.make(ENV_ID, **KWARGS).unwrapped
     teacher = baselines(ENV_ID)["evidence-keep"]()
-    for seed in range(1_000_000, 1_000_024):
-        observation, info = env.reset(seed=seed)
-        while True:
-            (action,) = teacher.act([observation], [info])
-            ops = env.codec.decode(action.text).ops
-            privileged = info["privileged"]
-            if privileged["bank_full"] and ops:
-                (update,) = ops
-                assert privileged["evidence"]
-                assert update.id not in privileged["evidence_shown"]
-            observation, _, terminated, _, info = env.step(action.text)
-            if terminated:
-                break
+    for _, info, action in walk(env, teacher, range(1_000_000, 1_000_024)):
+        ops = env.codec.decode(action.text).ops
+        privileged = info["privileged"]
+        if privileged["bank_full"] and ops:
+            (update,) = ops
+            assert privileged["evidence"]
+            assert update.id not in privileged["evidence_shown"]
 
 
 def test_evidence_keep_reads_gold_data_so_it_is_never_the_reference_heuristic():
