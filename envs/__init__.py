@@ -128,6 +128,15 @@ ENVS["memgym/ProactiveRetrieval-v2"] = replace(
     kwargs={**ENVS["memgym/ProactiveRetrieval-v1"].kwargs, "typed_store": True,
             "p_skill": 0.25, "p_recall": 0.25, "max_retrievals": 2})
 
+# -v2 of the LoCoMo manager: which turns a bounded bank keeps (ADD / UPDATE without text store
+# the new turn; the observation shows the bank's fill); actions and observations differ from -v1.
+ENVS["memgym/LoCoMoMemoryManager-v2"] = replace(
+    ENVS["memgym/LoCoMoMemoryManager-v1"],
+    description="Memory-R1 memory manager on LoCoMo, choosing turns: ADD / UPDATE store the new "
+                "turn as said, NONE skips it; the observation shows the bank's fill",
+    baselines="memgym.envs.memory_manager.baselines:KEEP_BASELINES",
+    kwargs={**ENVS["memgym/LoCoMoMemoryManager-v1"].kwargs, "keep_turns": True})
+
 register_source("locomo", LoCoMoSource)
 register_source("longmemeval", LongMemEvalSource)
 register_source("hotpotqa-haystack", HotpotHaystackSource)

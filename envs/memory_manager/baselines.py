@@ -2,7 +2,9 @@
 
 They read the structured ``info["turn"]`` and the related memories shown in the observation (the
 oracle also reads ``info["privileged"]``); they are baselines to compare learned policies
-against, not stand-ins for the LLM path.
+against, not stand-ins for the LLM path. Where the env stores the new turn by default
+(``info["turn"]["as_memory"]``, ``keep_turns``), they write such ops without text, as a learned
+policy would.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from memgym.codecs import Mem0JsonCodec
 from memgym.engine import Completion
 from memgym.ops import Add, MemoryOp, Update
 
-_CODEC = Mem0JsonCodec()
 _RELATED = re.compile(r"^\[(\w+)\] (.*)$", re.MULTILINE)
+_FILL = re.compile(r"^Memory bank: (\d+) of (\d+) memories$", re.MULTILINE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[a-z0-9']+")
 _STOP = {"what", "when", "where", "which", "who", "whom", "whose", "why", "how", "did", "does",
@@ -28,6 +30,17 @@ def _words(text: str) -> set[str]:
     return set(_WORD.findall(text.lower()))
 
 
+def _encode(ops: Sequence[MemoryOp], info: dict) -> Completion:
+    """``ops`` as Mem0 JSON, without the text of an ADD / UPDATE that stores the turn as said
+    where the env takes that as its default."""
+    return Completion(Mem0JsonCodec(info["turn"].get("as_memory")).encode(ops))
+
+
+def _shown(observation: str) -> list[tuple[str, str]]:
+    """The ``(id, text)`` of the related memories shown in ``observation``."""
+    return _RELATED.findall(observation.split("Related memories:")[-1])
+
+
 class NoopPolicy:
     """Never writes: ``{"memory": []}`` every step (the reward's lower bound)."""
 
@@ -35,7 +48,7 @@ class NoopPolicy:
 
     def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
         """See :class:`memgym.rollouts.Policy`."""
-        return [Completion(_CODEC.encode([])) for _ in observations]
+        return [_encode([], info) for info in infos]
 
 
 class StoreAllPolicy:
@@ -45,8 +58,7 @@ class StoreAllPolicy:
 
     def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
         """See :class:`memgym.rollouts.Policy`."""
-        return [Completion(_CODEC.encode([Add(f"{i['turn']['speaker']}: {i['turn']['text']}")]))
-                for i in infos]
+        return [_encode([Add(f"{i['turn']['speaker']}: {i['turn']['text']}")], i) for i in infos]
 
 
 class Mem0LikePolicy:
@@ -62,7 +74,7 @@ class Mem0LikePolicy:
         self.min_words, self.overlap = min_words, overlap
 
     def _ops(self, observation: str, turn: dict) -> list[MemoryOp]:
-        related = _RELATED.findall(observation.split("Related memories:")[-1])
+        related = _shown(observation)
         ops: list[MemoryOp] = []
         for sentence in _SENTENCE.split(turn["text"]):
             words = _words(sentence)
@@ -81,7 +93,7 @@ class Mem0LikePolicy:
 
     def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
         """See :class:`memgym.rollouts.Policy`."""
-        return [Completion(_CODEC.encode(self._ops(obs, info["turn"])))
+        return [_encode(self._ops(obs, info["turn"]), info)
                 for obs, info in zip(observations, infos, strict=True)]
 
 
@@ -95,9 +107,8 @@ class EvidencePolicy:
 
     def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
         """See :class:`memgym.rollouts.Policy`."""
-        return [Completion(_CODEC.encode(
-            [Add(f"{i['turn']['speaker']}: {i['turn']['text']}")]
-            if i["privileged"]["evidence"] else [])) for i in infos]
+        return [_encode([Add(f"{i['turn']['speaker']}: {i['turn']['text']}")]
+                        if i["privileged"]["evidence"] else [], i) for i in infos]
 
 
 class EvidenceKeepPolicy:
@@ -116,13 +127,37 @@ class EvidenceKeepPolicy:
         privileged = info["privileged"]
         if not privileged["bank_full"]:
             return [Add(fact)]
-        shown = [mid for mid, _ in _RELATED.findall(observation.split("Related memories:")[-1])]
-        weak = [mid for mid in shown if mid not in privileged["evidence_shown"]]
+        weak = [mid for mid, _ in _shown(observation) if mid not in privileged["evidence_shown"]]
         return [Update(weak[0], fact)] if privileged["evidence"] and weak else []
 
     def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
         """See :class:`memgym.rollouts.Policy`."""
-        return [Completion(_CODEC.encode(self._ops(obs, info)))
+        return [_encode(self._ops(obs, info), info)
+                for obs, info in zip(observations, infos, strict=True)]
+
+
+class KeepLongestPolicy:
+    """For a bounded bank whose observation shows its fill (``keep_turns``): ADD while the bank
+    has room; once full, UPDATE the shortest memory shown with the new turn if the turn has more
+    words, else NONE. So the bank keeps the longest turns, which are more often evidence in
+    LoCoMo. (Without a fill line it is store-all.)"""
+
+    name = "keep-longest"
+
+    def _ops(self, observation: str, turn: dict) -> list[MemoryOp]:
+        fact = f"{turn['speaker']}: {turn['text']}"
+        fill = _FILL.search(observation)
+        if fill is None or int(fill[1]) < int(fill[2]):
+            return [Add(fact)]
+        shown = _shown(observation)
+        if not shown:
+            return []
+        shortest = min(shown, key=lambda memory: len(memory[1].split()))
+        return [Update(shortest[0], fact)] if len(fact.split()) > len(shortest[1].split()) else []
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [_encode(self._ops(obs, info["turn"]), info)
                 for obs, info in zip(observations, infos, strict=True)]
 
 
@@ -140,10 +175,11 @@ class OraclePolicy:
 
     def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
         """See :class:`memgym.rollouts.Policy`."""
-        return [Completion(_CODEC.encode([Add(self._fact(q, a))
-                                          for q, a in info["privileged"]["answers"]]))
+        return [_encode([Add(self._fact(q, a)) for q, a in info["privileged"]["answers"]], info)
                 for info in infos]
 
 
 BASELINES = {p.name: p for p in (OraclePolicy, EvidencePolicy, EvidenceKeepPolicy, Mem0LikePolicy,
                                  StoreAllPolicy, NoopPolicy)}
+# -v2 (keep_turns): the bank's fill is shown, so a rule can choose what a full bank keeps
+KEEP_BASELINES = {**BASELINES, KeepLongestPolicy.name: KeepLongestPolicy}

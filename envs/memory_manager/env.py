@@ -29,6 +29,14 @@ INSTRUCTIONS_V1 = (
     'with the new details; "DELETE" with an "id" removes a memory the turn shows is wrong; '
     '"NONE" stores nothing. Keep every fact that someone could later ask about.'
 )
+# keep_turns (-v2 of the LoCoMo manager): the policy chooses which turns the bank keeps
+INSTRUCTIONS_KEEP = (
+    "You keep a memory bank of {capacity} about a conversation: the turns that questions asked "
+    "later will need (facts, names, places, dates, plans). After each new turn, reply with one "
+    'JSON object and nothing else: {{"memory": [{{"event": "ADD"}}]}} stores the new turn; '
+    '{{"memory": [{{"event": "UPDATE", "id": "2"}}]}} replaces memory [2] with it; '
+    '{{"memory": [{{"event": "NONE"}}]}} stores nothing. A full bank rejects ADD.'
+)
 
 
 class MemoryManagerEnv(MemgymEnv):
@@ -43,11 +51,15 @@ class MemoryManagerEnv(MemgymEnv):
     ## Action Space
     ``Text(max_length=max_action_chars)``: the policy's raw text, parsed by
     :class:`memgym.codecs.Mem0JsonCodec`. Text that does not parse is a valid action: it applies
-    no op and is penalized.
+    no op and is penalized. With ``keep_turns``, an ADD / UPDATE without ``"text"`` stores the new
+    item as said (``speaker: text``): the policy chooses what to keep, not how to word it.
 
     ## Observation Space
     ``Text(max_length=16384)`` over :data:`memgym.envs.base.CHARSET`: the instructions, the
-    item's date, the new item (``speaker: text``) and the related memories as ``[id] text``.
+    item's date, the new item (``speaker: text``) and the related memories as ``[id] text``; with
+    ``keep_turns`` also the bank's fill (``Memory bank: n of max_entries memories``), and the
+    related memories are topped up to ``related_k`` with the bank's others (oldest first), so a
+    bank of at most ``related_k`` is shown whole.
 
     ## Rewards
     ``format``: ``-format_penalty`` on a step whose action does not parse (in strict mode also:
@@ -89,9 +101,14 @@ class MemoryManagerEnv(MemgymEnv):
     haystacks; ``reset`` refuses a longer instance),
     ``strict`` (strict format rules and instructions without a placeholder to copy),
     ``timestamps`` (the answer agent reads memories with their dates),
+    ``keep_turns`` (ADD / UPDATE without text store the new item; the observation shows the
+    bank's fill; ``info["turn"]["as_memory"]`` is the text they store),
     ``**source_kwargs`` (forwarded to the source).
 
     ## Version History
+    * v2 (LoCoMo only): ``keep_turns=True``: which turns a bounded bank keeps (ADD / UPDATE
+      store the new turn as said; the observation shows the bank's fill and tops up the related
+      memories), on v1's rules.
     * v1: ``strict=True`` (text after the JSON, a cut completion and op text copied from the
       instructions are format errors; the instructions show no placeholder) and
       ``answerer="span"`` (the stored answer scores 1, not its token F1 against a whole memory)
@@ -107,7 +124,7 @@ class MemoryManagerEnv(MemgymEnv):
                  format_penalty: float = 0.1, max_action_chars: int = 2000,
                  max_entries: int | None = None, max_memory_chars: int = 500,
                  max_steps: int | None = 64, strict: bool = False, timestamps: bool = False,
-                 **source_kwargs: Any) -> None:
+                 keep_turns: bool = False, **source_kwargs: Any) -> None:
         self.answerer = make_answerer(answerer, answer_top_k)
         self.source = make_source(source, split, **source_kwargs)
         if max_steps is None:
@@ -119,22 +136,34 @@ class MemoryManagerEnv(MemgymEnv):
         self.related_k, self.format_penalty = related_k, format_penalty
         self.max_entries, self.max_memory_chars = max_entries, max_memory_chars
         self.max_steps, self.strict, self.timestamps = max_steps, strict, timestamps
-        self.instructions = INSTRUCTIONS_V1 if strict else INSTRUCTIONS
+        self.keep_turns = keep_turns
+        capacity = "memories" if max_entries is None else f"at most {max_entries} memories"
+        self.instructions = (INSTRUCTIONS_KEEP.format(capacity=capacity) if keep_turns
+                             else INSTRUCTIONS_V1 if strict else INSTRUCTIONS)
         self.codec = Mem0JsonCodec()
         self.observation_space = text_space(16384)
         self.action_space = text_space(max_action_chars)
         self.bank = MemoryBank(max_entries, max_memory_chars)
         self._shown: list[MemoryEntry] = []  # the related memories of the last observation
 
+    def _as_memory(self) -> str:
+        """The current item as a memory: ``"speaker: text"``."""
+        item = self.instance.items[self.t]
+        return f"{item.speaker}: {item.text}" if item.speaker else item.text
+
     def _observation(self) -> str:
         item = self.instance.items[self.t]
         query = f"{item.speaker} {item.text}"
-        hits = self.bank.search(query, self.related_k)
-        self._shown = [entry for entry, _ in hits]
-        related = "\n".join(f"[{entry.id}] {entry.text}" for entry, _ in hits)
-        speaker = f"{item.speaker}: " if item.speaker else ""
-        return clean(f"{self.instructions}\nDate: {item.date}\nNew turn: {speaker}{item.text}\n"
-                     f"Related memories:\n{related or '(none)'}")
+        self._shown = [entry for entry, _ in self.bank.search(query, self.related_k)]
+        bank = ""
+        if self.keep_turns:  # the bank's fill, and its other memories up to related_k
+            self._shown += [e for e in self.bank if e not in self._shown][
+                :self.related_k - len(self._shown)]
+            capacity = "" if self.max_entries is None else f" of {self.max_entries}"
+            bank = f"Memory bank: {len(self.bank)}{capacity} memories\n"
+        related = "\n".join(f"[{entry.id}] {entry.text}" for entry in self._shown)
+        return clean(f"{self.instructions}\nDate: {item.date}\nNew turn: {self._as_memory()}\n"
+                     f"{bank}Related memories:\n{related or '(none)'}")
 
     def _reader_bank(self) -> MemoryBank:
         """The bank as the answer agent reads it: with ``timestamps``, each entry prefixed by
@@ -164,8 +193,10 @@ class MemoryManagerEnv(MemgymEnv):
             self._evidence_of = (self.instance, answered, evidence)  # per instance, O(1) a step
         _, answered, evidence = self._evidence_of
         full = self.max_entries is not None and len(self.bank) >= self.max_entries
-        return {"turn": {"id": item.id, "speaker": item.speaker, "date": item.date,
-                         "text": item.text},
+        turn = {"id": item.id, "speaker": item.speaker, "date": item.date, "text": item.text}
+        if self.keep_turns:
+            turn["as_memory"] = self._as_memory()
+        return {"turn": turn,
                 "privileged": {"answers": list(answered.get(item.id, ())),
                                "evidence": item.id in evidence, "bank_full": full,
                                "evidence_shown": [e.id for e in self._shown
@@ -195,7 +226,8 @@ class MemoryManagerEnv(MemgymEnv):
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply the ops in ``action`` for the current item and move to the next item."""
         item = self.instance.items[self.t]
-        parsed = self.parse(self.codec, action, self.instructions)
+        codec = Mem0JsonCodec(self._as_memory()) if self.keep_turns else self.codec
+        parsed = self.parse(codec, action, self.instructions)
         results = self.bank.apply_all(parsed.ops, step=self.t, provenance=item.id)
         terms = {"format": 0.0 if parsed.ok else -self.format_penalty, "qa": 0.0}
         self.t += 1

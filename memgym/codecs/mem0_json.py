@@ -6,7 +6,9 @@ Canonical form (Mem0's update-memory prompt, used by Memory-R1)::
 
 Accepted leniently, because small policies drift: code fences and prose around the JSON, a bare
 list of items, or one bare item. ``id`` may be a string or an integer; it is ignored for ADD
-(the bank assigns ids) and optional for NONE; ``old_memory`` is informational.
+(the bank assigns ids) and optional for NONE; ``old_memory`` is informational. A codec made with
+``default_text`` (an env that stores the current stream item, e.g. ``keep_turns``) reads an ADD or
+UPDATE without ``text`` as that text, and writes ops whose text equals it without ``text``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from memgym.ops import Add, Delete, MemoryOp, Noop, Update
 _EVENTS = ("ADD", "UPDATE", "DELETE", "NONE")
 
 
-def _item_to_op(item: object, index: int) -> MemoryOp | str:
+def _item_to_op(item: object, index: int, default_text: str | None) -> MemoryOp | str:
     """One memory item → op, or a reason string on failure."""
     if not isinstance(item, dict):
         return f"memory[{index}]: expected an object, got {type(item).__name__}"
@@ -31,7 +33,7 @@ def _item_to_op(item: object, index: int) -> MemoryOp | str:
     if event == "NONE":
         return Noop()
     raw_id = item.get("id")
-    text = item.get("text")
+    text = item.get("text", default_text)
     if event in ("ADD", "UPDATE") and not isinstance(text, str):
         return f"memory[{index}]: {event} needs a string 'text', got {text!r}"
     if event == "ADD":
@@ -47,6 +49,12 @@ class Mem0JsonCodec:
     """Mem0/Memory-R1 JSON ⇄ ``Add``/``Update``/``Delete``/``Noop`` ops (see module docs)."""
 
     name = "mem0_json"
+
+    def __init__(self, default_text: str | None = None) -> None:
+        """Args:
+            default_text: The text of an ADD / UPDATE that gives none (None: such an item is a
+                parse error, Mem0's rule)."""
+        self.default_text = default_text
 
     @checks_unicode
     def decode(self, text: str) -> ParseResult:
@@ -75,24 +83,26 @@ class Mem0JsonCodec:
                 start, f'expected {{"memory": [...]}}, a list or one item, got {found}'))
         ops = []
         for index, item in enumerate(items):
-            op = _item_to_op(item, index)
+            op = _item_to_op(item, index, self.default_text)
             if isinstance(op, str):
                 return ParseResult((), ParseError(start, op))
             ops.append(op)
         return ParseResult(tuple(ops), spans=((start, stop),), end=stop)
 
     def encode(self, ops: Sequence[MemoryOp]) -> str:
-        """Render ops in the canonical form.
+        """Render ops in the canonical form (without ``text`` where it is ``default_text``).
 
         Raises:
             TypeError: An op has no Mem0 event (e.g. ``Answer``); that is a programming error.
         """
-        items = []
+        items: list[dict] = []
         for op in ops:
+            if isinstance(op, Add | Update):
+                text = {} if op.text == self.default_text else {"text": op.text}
             if isinstance(op, Add):
-                items.append({"event": "ADD", "text": op.text})
+                items.append({"event": "ADD", **text})
             elif isinstance(op, Update):
-                items.append({"id": op.id, "event": "UPDATE", "text": op.text})
+                items.append({"id": op.id, "event": "UPDATE", **text})
             elif isinstance(op, Delete):
                 items.append({"id": op.id, "event": "DELETE"})
             elif isinstance(op, Noop):
