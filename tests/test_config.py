@@ -17,14 +17,15 @@ QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 def test_dotted_overrides_merge_into_their_sections():
     base = load_config(QUICKSTART)
     config = load_config(QUICKSTART, ["grpo.learning_rate=1e-6", "rollout.engine=vllm",
-                                      "model.dtype=bf16", "env.split=val", "iterations=3"])
+                                      "model.dtype=bf16", "env.split=val", "iterations=3",
+                                      "lora.alpha=64"])
     assert config.grpo.learning_rate == 1e-6 and config.rollout.engine == "vllm"
     # the sections' other keys stay as the file set them
     assert config.grpo.model_dump(exclude={"learning_rate"}) == base.grpo.model_dump(
         exclude={"learning_rate"})
     assert config.env == {**base.env, "split": "val"} and config.iterations == 3
     assert config.model == base.model.model_copy(update={"dtype": "bfloat16"})
-    assert config.model.gradient_checkpointing  # the file's other model keys stay
+    assert (config.lora.alpha, config.lora.r) == (64, 16)  # the file's r (default 8) stays
 
 
 def test_a_model_name_is_shorthand_for_its_path():

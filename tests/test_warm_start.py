@@ -17,15 +17,17 @@ ENV_ID = "memgym/SyntheticMemoryManager-v1"
 TINY = {"split": "train", "num_keys": 1, "num_updates": 2, "interference": 0, "num_questions": 1}
 
 
-def test_balanced_keeps_every_write_and_as_many_empty_actions():
-    data = Dataset.from_list([{"i": i} for i in range(10)])
-    has_ops = [i in (2, 5, 7) for i in range(10)]
-    kept = balanced(data, has_ops, seed=0)
+def test_balanced_keeps_as_many_of_each_kind_of_action_as_of_the_rarest():
+    data = Dataset.from_list([{"i": i} for i in range(12)])
+    kinds = [("update",) if i in (2, 5, 7) else ("add",) if i in (0, 1, 3, 9) else ()
+             for i in range(12)]
+    kept = balanced(data, kinds, seed=0)
     ids = sorted(kept["i"])
-    assert len(ids) == 6 and {2, 5, 7} <= set(ids)
-    assert kept["i"] == balanced(data, has_ops, seed=0)["i"]  # seeded
-    assert kept["i"] != balanced(data, has_ops, seed=1)["i"]
-    assert len(balanced(data, [True] * 2 + [False] * 8, seed=0)) == 4
+    assert len(ids) == 9 and {2, 5, 7} <= set(ids)  # every swap, 3 ADDs, 3 empty actions
+    assert sum(i in (0, 1, 3, 9) for i in ids) == 3
+    assert kept["i"] == balanced(data, kinds, seed=0)["i"]  # seeded
+    assert kept["i"] != balanced(data, kinds, seed=1)["i"]
+    assert len(balanced(data, [("add",)] * 2 + [()] * 8, seed=0)) == 4
 
 
 def test_warm_start_config_is_checked_before_any_work(tmp_path):

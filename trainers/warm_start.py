@@ -27,20 +27,23 @@ from memgym.trajectory import Trajectory
 WARM_START_SEED_BASE = 3_000_000_000  # above RL seeds (< 2**31) and validation seeds (1e6 + i)
 
 
-def balanced(dataset: Dataset, has_ops: list[bool], seed: int) -> Dataset:
-    """At most as many examples whose action applies no op (``{"memory": []}``, no call) as
-    examples with ops, the surplus dropped at random (``seed``); order shuffled.
+def balanced(dataset: Dataset, kinds: list[tuple[str, ...]], seed: int) -> Dataset:
+    """As many examples of each kind of action as of the rarest kind, the surplus dropped at
+    random (``seed``); order shuffled. A kind is the kinds of the action's ops, e.g. ``()`` (no
+    op), ``("add",)``, ``("update",)``: an imitator of a teacher that mostly writes nothing, or
+    rarely swaps a memory, otherwise learns never to.
 
     Args:
         dataset: From :func:`~memgym.trainers.sft.sft_dataset`.
-        has_ops: Per example, whether its step's action applied ops.
+        kinds: Per example, the kinds of its step's ops, in order.
         seed: Seed of the drop and the shuffle.
     """
-    writes = [i for i, ops in enumerate(has_ops) if ops]
-    empty = [i for i, ops in enumerate(has_ops) if not ops]
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, kind in enumerate(kinds):
+        groups.setdefault(kind, []).append(i)
     rng = random.Random(seed)
-    rng.shuffle(empty)
-    kept = writes + empty[:len(writes)]
+    rarest = min(len(group) for group in groups.values())
+    kept = [i for group in groups.values() for i in rng.sample(group, rarest)]
     rng.shuffle(kept)
     return dataset.select(kept)
 
@@ -65,15 +68,17 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
 
     Raises:
         ConfigError: The teacher's steps hold nothing to learn (no parsed step, or with
-            ``balance`` no step with ops).
+            ``balance`` only one kind of action).
     """
     dataset = sft_dataset(trajectories)
     if settings.balance:  # sft_dataset keeps every parsed step, in order
-        has_ops = [bool(s.ops) for t in trajectories for s in t.steps if s.parse_error is None]
-        dataset = balanced(dataset, has_ops, seed)
-        if len(dataset) == 0:
-            raise ConfigError(f"warm_start.balance: the teacher {settings.policy!r} wrote "
-                              "no op in its episodes: nothing to balance against")
+        kinds = [tuple(op["kind"] for op in s.ops) for t in trajectories for s in t.steps
+                 if s.parse_error is None]
+        if len(set(kinds)) < 2:
+            raise ConfigError(f"warm_start.balance: the teacher {settings.policy!r} took one "
+                              f"kind of action in its episodes ({set(kinds)}): nothing to "
+                              "balance")
+        dataset = balanced(dataset, kinds, seed)
     micro = settings.micro_batch or settings.batch_size
     history = train_sft(model, tokenizer, dataset, out_dir, SFTSettings(
         epochs=settings.epochs, learning_rate=settings.learning_rate, batch_size=micro,

@@ -119,8 +119,9 @@ class WarmStartConfig(Section):
             ``gradient_accumulation_steps``). Peak memory scales with it: TRL holds each
             pass's full-vocabulary logits (~140 MB per 700-token SmolLM2 example, several
             copies).
-        balance: Keep at most as many steps whose action has no op as steps with ops (an
-            imitator of a teacher that mostly writes nothing learns to write nothing).
+        balance: Keep as many steps of each kind of action (its ops' kinds: none, ADD, UPDATE,
+            ...) as of the rarest (an imitator of a teacher that mostly writes nothing, or
+            rarely swaps a memory, learns never to; :func:`~memgym.trainers.warm_start.balanced`).
         bf16: SFT under bfloat16 autocast, float32 master weights; ``"auto"``: where the CPU
             has native bf16 (AMX / AVX512-BF16; see :class:`~memgym.trainers.sft.SFTSettings`).
     """
