@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -157,8 +158,9 @@ class MemoryManagerEnv(MemgymEnv):
         self._shown = [entry for entry, _ in self.bank.search(query, self.related_k)]
         bank = ""
         if self.keep_turns:  # the bank's fill, and its other memories up to related_k
-            self._shown += [e for e in self.bank if e not in self._shown][
-                :self.related_k - len(self._shown)]
+            ids = {entry.id for entry in self._shown}
+            self._shown += islice((e for e in self.bank if e.id not in ids),
+                                  self.related_k - len(self._shown))
             capacity = "" if self.max_entries is None else f" of {self.max_entries}"
             bank = f"Memory bank: {len(self.bank)}{capacity} memories\n"
         related = "\n".join(f"[{entry.id}] {entry.text}" for entry in self._shown)
