@@ -1,6 +1,6 @@
 """``memgym/LoCoMoMemoryManager-v2`` (``keep_turns``): ADD / UPDATE without text store the new
 turn as said, the observation shows the bank's fill and a small bank whole; the codec's
-``default_text``; the ``keep-longest`` rule."""
+``default_text``; the ``keep-longest`` rule and the ``evidence-longest`` teacher."""
 
 import re
 
@@ -12,6 +12,7 @@ import memgym.envs  # noqa: F401  (registers the envs)
 from memgym.codecs import Mem0JsonCodec
 from memgym.envs import baselines
 from memgym.ops import Add, Noop, Update
+from memgym.report import EvalResult, pair_with_best_heuristic
 from memgym.rollouts.runner import run_episodes
 
 ENV_ID = "memgym/LoCoMoMemoryManager-v2"
@@ -99,3 +100,26 @@ def test_keep_longest_keeps_the_longest_turns_and_is_the_reference_heuristic():
     runs = run_episodes(ENV_ID, KWARGS, policy, SEEDS, num_envs=24, progress=False)
     assert np.mean([t.episode_return for t in runs]) == pytest.approx(0.6532, abs=1e-4)
     assert "keep-longest" not in baselines("memgym/LoCoMoMemoryManager-v1")
+
+
+def test_evidence_longest_keeps_evidence_first_then_the_longest_and_is_never_the_reference():
+    env = gym.make(ENV_ID, **KWARGS).unwrapped
+    policy = baselines(ENV_ID)["evidence-longest"]()
+    for seed in SEEDS[:8]:
+        observation, info = env.reset(seed=seed)
+        ranks, evidence, terminated = [], set(), False
+        while not terminated:
+            (action,) = policy.act([observation], [info])
+            turn = info["turn"]["as_memory"]
+            if info["privileged"]["evidence"]:
+                evidence.add(turn)
+            ranks.append((info["privileged"]["evidence"], len(turn.split())))
+            observation, _, terminated, _, info = env.step(action.text)
+        # the bank keeps the two turns ranked highest by (evidence, words)
+        kept = sorted((e.text in evidence, len(e.text.split())) for e in env.bank)
+        assert kept == sorted(ranks)[-2:]
+    runs = run_episodes(ENV_ID, KWARGS, policy, SEEDS, num_envs=24, progress=False)
+    assert np.mean([t.episode_return for t in runs]) == pytest.approx(0.7760, abs=1e-4)
+    results = [EvalResult(name, mean, 0.0, 1, 0.0, returns=[mean], seeds=[0])
+               for name, mean in (("evidence-longest", 0.776), ("keep-longest", 0.653))]
+    assert pair_with_best_heuristic(results, baselines(ENV_ID)).policy == "keep-longest"

@@ -138,27 +138,51 @@ class EvidenceKeepPolicy:
 
 class KeepLongestPolicy:
     """For a bounded bank whose observation shows its fill (``keep_turns``): ADD while the bank
-    has room; once full, UPDATE the shortest memory shown with the new turn if the turn has more
-    words, else NONE. So the bank keeps the longest turns, which are more often evidence in
-    LoCoMo. (Without a fill line it is store-all.)"""
+    has room; once full, UPDATE the lowest-ranked memory shown with the new turn if the turn
+    ranks higher, else NONE. The rank is the number of words, so the bank keeps the longest
+    turns, which are more often evidence in LoCoMo. (Without a fill line it is store-all.)"""
 
     name = "keep-longest"
 
-    def _ops(self, observation: str, turn: dict) -> list[MemoryOp]:
-        fact = f"{turn['speaker']}: {turn['text']}"
+    def _rank(self, text: str, info: dict, memory_id: str | None) -> tuple:
+        """The rank of the new turn (``memory_id`` None) or of a memory shown: its words."""
+        return (len(text.split()),)
+
+    def _ops(self, observation: str, info: dict) -> list[MemoryOp]:
+        fact = f"{info['turn']['speaker']}: {info['turn']['text']}"
         fill = _FILL.search(observation)
         if fill is None or int(fill[1]) < int(fill[2]):
             return [Add(fact)]
         shown = _shown(observation)
         if not shown:
             return []
-        shortest = min(shown, key=lambda memory: len(memory[1].split()))
-        return [Update(shortest[0], fact)] if len(fact.split()) > len(shortest[1].split()) else []
+        weakest = min(shown, key=lambda memory: self._rank(memory[1], info, memory[0]))
+        keep = self._rank(fact, info, None) > self._rank(weakest[1], info, weakest[0])
+        return [Update(weakest[0], fact)] if keep else []
 
     def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
         """See :class:`memgym.rollouts.Policy`."""
-        return [_encode(self._ops(obs, info["turn"]), info)
+        return [_encode(self._ops(obs, info), info)
                 for obs, info in zip(observations, infos, strict=True)]
+
+
+class EvidenceLongestPolicy(KeepLongestPolicy):
+    """Privileged teacher for -v2: keep-longest whose rank puts evidence first (is the turn or
+    memory evidence of a question, ``info["privileged"]``; then its words). Unlike
+    :class:`EvidenceKeepPolicy`, most of its choices follow what the policy sees (the length),
+    so an imitator has fewer choices it cannot explain from its prompt (the "imitation gap" of a
+    privileged teacher: Weihs et al., 2021, Bridging the Imitation Gap by Adaptive
+    Insubordination)."""
+
+    name = "evidence-longest"
+    privileged = True
+
+    def _rank(self, text: str, info: dict, memory_id: str | None) -> tuple:
+        """(evidence, words) of the new turn (``memory_id`` None) or of a memory shown."""
+        privileged = info["privileged"]
+        evidence = (privileged["evidence"] if memory_id is None
+                    else memory_id in privileged["evidence_shown"])
+        return (evidence, len(text.split()))
 
 
 class OraclePolicy:
@@ -182,4 +206,4 @@ class OraclePolicy:
 BASELINES = {p.name: p for p in (OraclePolicy, EvidencePolicy, EvidenceKeepPolicy, Mem0LikePolicy,
                                  StoreAllPolicy, NoopPolicy)}
 # -v2 (keep_turns): the bank's fill is shown, so a rule can choose what a full bank keeps
-KEEP_BASELINES = {**BASELINES, KeepLongestPolicy.name: KeepLongestPolicy}
+KEEP_BASELINES = {**BASELINES, **{p.name: p for p in (EvidenceLongestPolicy, KeepLongestPolicy)}}
