@@ -11,6 +11,7 @@ from memgym import load_trajectories, write_trajectories
 from memgym.codecs import ParseError, XmlTagsCodec
 from memgym.envs import baselines
 from memgym.envs.mem1 import compose, question_bank
+from memgym.envs.mem1.baselines import gold_span
 from memgym.envs.mem1.compose import format_question, split_question
 from memgym.envs.mem1.env import count_tokens, score_answers
 from memgym.envs.sources import QAItem
@@ -215,3 +216,26 @@ def test_baselines_rank_and_replay_round_trip(tmp_path):
     assert means["oracle"] == 4.0 > means["search-then-answer"] > means["noop"] == 0.0
     report = replay(load_trajectories(write_trajectories(trajs, tmp_path / "t.parquet")))
     assert report.ok and report.trajectories == 9
+
+
+def test_gold_span_copies_the_alias_as_the_passage_writes_it():
+    assert gold_span(["usa", "United States"], "Doc 1 (Title: x)\nthe UNITED STATES army") == \
+        "UNITED STATES"
+    assert gold_span(["Paris"], "Comparison of parish sizes") == "Paris"  # whole words only
+
+
+def test_oracle_answers_the_passage_alias_it_read_and_still_scores_k():
+    env = gym.make(ENV_ID, split="train", k=1, hotpot_fraction=0.0, top_k=1, max_turns=2)
+    oracle, shown, other = baselines(ENV_ID)["oracle"](), 0, 0
+    for seed in range(40):
+        obs, info = env.reset(seed=seed)
+        obs, _, _, _, info = env.step(oracle.act([obs], [info])[0].text)
+        action = oracle.act([obs], [info])[0].text
+        answer = XmlTagsCodec().decode(action).ops[-1].text
+        passage, aliases = obs[obs.rfind("<information>\n"):], info["privileged"]["answers"][0]
+        if any(a.lower() in passage.lower() for a in aliases):
+            shown += 1
+            other += answer != aliases[0]
+            assert answer in passage  # copyable, as written
+        assert env.step(action)[1] == 1.0
+    assert shown >= 25 and other >= 2  # NQ: another alias or casing than the first, ~10%

@@ -91,24 +91,39 @@ class SearchThenAnswerPolicy:
         return [Completion(self._act(o, i)) for o, i in zip(observations, infos, strict=True)]
 
 
+def gold_span(aliases: Sequence[str], text: str) -> str:
+    """The first of ``aliases`` that ``text`` holds, as ``text`` writes it (case-insensitive, on
+    word boundaries), else ``aliases[0]``: an answer an imitator can copy from what it reads,
+    with the same EM."""
+    for alias in aliases:
+        found = re.search(rf"(?<!\w){re.escape(alias)}(?!\w)", text, re.IGNORECASE)
+        if found:
+            return found.group(0)
+    return aliases[0]
+
+
 class OraclePolicy:
     """Upper bound from gold data: searches each sub-question (while more than one turn is left),
     keeping the gold answers of those searched so far in ``<think>``, then answers every
-    sub-question with its first gold alias (return k)."""
+    sub-question with a gold alias (return k): the one its observation shows, as written there
+    (:func:`gold_span`; the last search's passage holds the last sub-question's answer), else
+    the first."""
 
     name = "oracle"
 
-    def _act(self, info: dict) -> str:
+    def _act(self, observation: str, info: dict) -> str:
         questions, answers = info["privileged"]["questions"], info["privileged"]["answers"]
         turn = info["turn"]
+        read = observation[observation.find("\nQuestion: "):]  # not the instructions
+        spans = [gold_span(a, read) for a in answers]
         if turn < len(questions) and turn + 1 < info["max_turns"]:
-            memo = "; ".join(f"({i + 1}) {a[0]}" for i, a in enumerate(answers[:turn]))
+            memo = "; ".join(f"({i + 1}) {a}" for i, a in enumerate(spans[:turn]))
             return _CODEC.encode([SetState(memo), Retrieve(questions[turn])])
-        return _CODEC.encode([SetState(""), Answer("; ".join(a[0] for a in answers))])
+        return _CODEC.encode([SetState(""), Answer("; ".join(spans))])
 
     def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
         """See :class:`memgym.rollouts.Policy`."""
-        return [Completion(self._act(info)) for info in infos]
+        return [Completion(self._act(o, i)) for o, i in zip(observations, infos, strict=True)]
 
 
 BASELINES = {p.name: p for p in (OraclePolicy, SearchThenAnswerPolicy, NoopPolicy)}
