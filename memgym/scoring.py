@@ -13,6 +13,7 @@ import math
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 from functools import lru_cache
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -114,3 +115,14 @@ def span_exact_match(text: str, gold: str) -> float:
     if not ref:
         return float(not tokens)
     return float(f" {' '.join(ref)} " in f" {' '.join(tokens)} ")
+
+
+def surface_span(aliases: Sequence[str], text: str) -> str | None:
+    """The first of ``aliases`` that ``text`` holds, as ``text`` writes it (case-insensitive, on
+    word boundaries), else None: a gold answer an imitator can copy from what it reads, with the
+    alias's EM. Scripted teachers answer it (MEM1's and MemAct's oracles)."""
+    for alias in aliases:
+        found = re.search(rf"(?<!\w){re.escape(alias)}(?!\w)", text, re.IGNORECASE)
+        if found:
+            return found.group(0)
+    return None

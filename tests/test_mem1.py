@@ -11,7 +11,6 @@ from memgym import load_trajectories, write_trajectories
 from memgym.codecs import ParseError, XmlTagsCodec
 from memgym.envs import baselines
 from memgym.envs.mem1 import compose, question_bank
-from memgym.envs.mem1.baselines import gold_span
 from memgym.envs.mem1.compose import format_question, split_question
 from memgym.envs.mem1.env import count_tokens, score_answers
 from memgym.envs.sources import QAItem
@@ -216,12 +215,6 @@ def test_baselines_rank_and_replay_round_trip(tmp_path):
     assert means["oracle"] == 4.0 > means["search-then-answer"] > means["noop"] == 0.0
     report = replay(load_trajectories(write_trajectories(trajs, tmp_path / "t.parquet")))
     assert report.ok and report.trajectories == 9
-
-
-def test_gold_span_copies_the_alias_as_the_passage_writes_it():
-    assert gold_span(["usa", "United States"], "Doc 1 (Title: x)\nthe UNITED STATES army") == \
-        "UNITED STATES"
-    assert gold_span(["Paris"], "Comparison of parish sizes") == "Paris"  # whole words only
 
 
 def test_oracle_answers_the_passage_alias_it_read_and_still_scores_k():

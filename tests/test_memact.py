@@ -1,3 +1,5 @@
+from collections import Counter
+
 import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -13,6 +15,7 @@ from memgym.errors import ConfigError, ResetNeeded
 from memgym.ops import Answer, EditContext, Retrieve
 from memgym.replay import replay
 from memgym.rollouts import TokenizedPolicy, run_episodes
+from memgym.scoring import normalize_answer, surface_span
 
 ENV_ID = "memgym/MemAct-v0"
 codec = MemActCodec()
@@ -216,11 +219,35 @@ def test_baselines_rank_and_pool_holds_gold_paragraphs():
     for name, cls in baselines(ENV_ID).items():
         trajs = run_episodes(ENV_ID, {"split": "val"}, cls(), range(24), progress=False)
         means[name] = sum(t.episode_return for t in trajs) / len(trajs)
-    assert means["oracle"] == 1.0 > means["search-answer"] > means["noop"] == 0.0
+    assert means["oracle"] == 1.0 > means["extract-oracle"] > means["search-answer"]
+    assert means["search-answer"] > means["noop"] == 0.0
     assert means["search-prune-answer"] == means["search-answer"]
     env = make(split="val", pool_size=50)
     env.reset(seed=2)
     assert len(env.pool) == 50 and set(env.pool_data.own[env.question_index]) <= env.pool
+
+
+def test_extract_oracle_answers_what_its_context_shows():
+    """The SFT teacher answers a gold alias as the results write it, the gold yes / no, or else
+    search-answer's guess: never an answer the imitator could not read off its context."""
+    env, policies = make(split="train", max_result_chars=300), baselines(ENV_ID)
+    teacher, heuristic, kinds = policies["extract-oracle"](), policies["search-answer"](), Counter()
+    for seed in range(40):
+        obs, info = env.reset(seed=seed)
+        obs, _, _, _, info = env.step(teacher.act([obs], [info])[0].text)
+        results, gold = info["messages"][-1]["content"], info["privileged"]["answers"]
+        action = teacher.act([obs], [info])[0].text
+        answer, reward = codec.decode(action).ops[0].text, env.step(action)[1]
+        if normalize_answer(gold[0]) in ("yes", "no"):
+            kinds["yes/no"] += 1
+            assert answer == normalize_answer(gold[0]) and reward == 1.0
+        elif surface_span(gold, results):
+            kinds["shown"] += 1
+            assert answer in results and reward == 1.0
+        else:
+            kinds["guess"] += 1
+            assert action == heuristic.act([obs], [info])[0].text
+    assert kinds["yes/no"] and kinds["shown"] and kinds["guess"]
 
 
 def test_segments_split_at_prunes_and_replay_round_trips(tmp_path, smollm2):

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from memgym.scoring import bleu1, exact_match, normalize_answer, token_f1
+from memgym.scoring import bleu1, exact_match, normalize_answer, surface_span, token_f1
 
 
 def test_normalize_and_em():
@@ -22,3 +22,9 @@ def test_bleu1_hand_values():
     # pred 2 tokens, gold 3: clipped precision 1, BP = exp(1 - 3/2)
     assert bleu1("cat mat", "cat on mat") == pytest.approx(math.exp(-0.5))
     assert bleu1("cat cat cat", "cat") == pytest.approx(1 / 3)
+
+
+def test_surface_span_copies_the_alias_as_the_passage_writes_it():
+    assert surface_span(["usa", "United States"], "Doc 1 (Title: x)\nthe UNITED STATES army") == \
+        "UNITED STATES"
+    assert surface_span(["Paris"], "Comparison of parish sizes") is None  # whole words only

@@ -14,7 +14,7 @@ from memgym.codecs import XmlTagsCodec
 from memgym.engine import Completion
 from memgym.envs.mem1.compose import split_question
 from memgym.ops import Answer, Retrieve, SetState
-from memgym.scoring import normalize_answer
+from memgym.scoring import normalize_answer, surface_span
 
 _CODEC = XmlTagsCodec()
 _QUESTION = re.compile(r"^Question: (.*)$", re.MULTILINE)
@@ -91,23 +91,12 @@ class SearchThenAnswerPolicy:
         return [Completion(self._act(o, i)) for o, i in zip(observations, infos, strict=True)]
 
 
-def gold_span(aliases: Sequence[str], text: str) -> str:
-    """The first of ``aliases`` that ``text`` holds, as ``text`` writes it (case-insensitive, on
-    word boundaries), else ``aliases[0]``: an answer an imitator can copy from what it reads,
-    with the same EM."""
-    for alias in aliases:
-        found = re.search(rf"(?<!\w){re.escape(alias)}(?!\w)", text, re.IGNORECASE)
-        if found:
-            return found.group(0)
-    return aliases[0]
-
-
 class OraclePolicy:
     """Upper bound from gold data: searches each sub-question (while more than one turn is left),
     keeping the gold answers of those searched so far in ``<think>``, then answers every
     sub-question with a gold alias (return k): the one its observation shows, as written there
-    (:func:`gold_span`; the last search's passage holds the last sub-question's answer), else
-    the first."""
+    (:func:`memgym.scoring.surface_span`; the last search's passage holds the last
+    sub-question's answer), else the first."""
 
     name = "oracle"
 
@@ -115,7 +104,7 @@ class OraclePolicy:
         questions, answers = info["privileged"]["questions"], info["privileged"]["answers"]
         turn = info["turn"]
         read = observation[observation.find("\nQuestion: "):]  # not the instructions
-        spans = [gold_span(a, read) for a in answers]
+        spans = [surface_span(a, read) or a[0] for a in answers]
         if turn < len(questions) and turn + 1 < info["max_turns"]:
             memo = "; ".join(f"({i + 1}) {a}" for i, a in enumerate(spans[:turn]))
             return _CODEC.encode([SetState(memo), Retrieve(questions[turn])])

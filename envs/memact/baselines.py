@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from memgym.codecs.memact import MemActCodec
 from memgym.engine import Completion
 from memgym.ops import Answer, EditContext, Retrieve
+from memgym.scoring import normalize_answer, surface_span
 
 _CODEC = MemActCodec()
 _TITLE = re.compile(r"^\[\d+\] (.*)$", re.MULTILINE)
@@ -106,5 +107,30 @@ class OraclePolicy:
         return [Completion(_CODEC.encode([self._op(info)])) for info in infos]
 
 
-BASELINES = {p.name: p for p in (OraclePolicy, SearchAnswerPolicy, SearchPruneAnswerPolicy,
-                                 NoopPolicy)}
+class ExtractOraclePolicy:
+    """A teacher an imitator can follow (privileged): searches the question once (top 3, as
+    ``search-answer`` does), then answers a gold alias as the results write it
+    (:func:`memgym.scoring.surface_span`), the gold ``yes`` / ``no`` of a yes/no question, and
+    where the results hold no gold alias, ``search-answer``'s guess: two steps, one segment.
+    Unlike ``oracle`` it never searches a title it could not know nor answers what it did not
+    read, so SFT on it teaches reading the answer off the results."""
+
+    name = "extract-oracle"
+    privileged = True
+
+    def _op(self, info: dict) -> Answer | Retrieve:
+        tools = _tool_messages(info)
+        if not tools:
+            return Retrieve(info["question"], 3)
+        answers, results = info["privileged"]["answers"], tools[0]["content"]
+        if normalize_answer(answers[0]) in ("yes", "no"):
+            return Answer(normalize_answer(answers[0]))
+        return Answer(surface_span(answers, results) or _guess(info["question"], results))
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [Completion(_CODEC.encode([self._op(info)])) for info in infos]
+
+
+BASELINES = {p.name: p for p in (OraclePolicy, ExtractOraclePolicy, SearchAnswerPolicy,
+                                 SearchPruneAnswerPolicy, NoopPolicy)}
