@@ -269,4 +269,4 @@ def test_segments_split_at_prunes_and_replay_round_trips(tmp_path, smollm2):
     for cls in baselines(ENV_ID).values():
         trajs += run_episodes(ENV_ID, {"split": "test"}, cls(), [0, 1], progress=False)
     report = replay(load_trajectories(write_trajectories(trajs, tmp_path / "t.parquet")))
-    assert report.ok and report.trajectories == 9
+    assert report.ok and report.trajectories == 1 + 2 * len(baselines(ENV_ID))
