@@ -1,4 +1,4 @@
-"""Answer scoring: SQuAD-style normalized exact match and token F1, and BLEU-1.
+"""Answer scoring: SQuAD-style normalized exact match and token F1, BLEU-1, and answer spans.
 
 EM and F1 follow the official SQuAD v1.1 evaluation script (lowercase, strip punctuation and the
 articles a/an/the, collapse whitespace). BLEU-1 is clipped unigram precision times the brevity
@@ -17,6 +17,13 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_MONTH = ("January|February|March|April|May|June|July|August|September|October|November|"
+          "December")
+_DATE = re.compile(rf"\b(?:(?:{_MONTH}) \d{{1,2}}, )?(?:1\d{{3}}|20\d{{2}})\b")
+_NUMBER = re.compile(r"\b\d[\d,.]*\b")
+_NAME = re.compile(r"(?:[A-Z][\w'.-]*|\d[\d,.]*)"
+                   r"(?:\s+(?:of|the|de|and|von|van)?\s*(?:[A-Z][\w'.-]*|\d[\d,.]*))*")
+_FILLER = {"the", "a", "an", "in", "on", "it", "he", "she", "this", "they", "his", "her"}
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 
@@ -126,3 +133,26 @@ def surface_span(aliases: Sequence[str], text: str) -> str | None:
         if found:
             return found.group(0)
     return None
+
+
+def extract_answer(question: str, title: str, passage: str) -> str:
+    """A short answer span for ``question`` from its top passage (rule-based, no model): what
+    the search-then-extract heuristics of MEM1 and MemAct answer.
+
+    ``when`` / ``what year`` / ``which year``: the first date or year; ``how many`` / ``how
+    much``: the first number; otherwise the first capitalized (or numeric) phrase whose words
+    are not all in the question. Falls back to the passage title. Never contains ``;`` or ``|``.
+    """
+    lowered, asked = question.lower(), set(normalize_answer(question).split())
+    if lowered.startswith("when") or "what year" in lowered or "which year" in lowered:
+        pattern = _DATE
+    elif "how many" in lowered or "how much" in lowered:
+        pattern = _NUMBER
+    else:
+        pattern = _NAME
+    for match in pattern.finditer(passage):
+        span = match.group(0).strip(" .,")
+        if (span and span.lower() not in _FILLER
+                and not set(normalize_answer(span).split()) <= asked):
+            return span
+    return title.replace(";", ",").replace("|", "/")

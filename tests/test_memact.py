@@ -250,6 +250,26 @@ def test_extract_oracle_answers_what_its_context_shows():
     assert kinds["yes/no"] and kinds["shown"] and kinds["guess"]
 
 
+def test_nq_dataset_searches_gold_passages_and_accepts_any_alias():
+    env = make(split="val", dataset="nq", max_topk=1)
+    assert env.instructions.startswith("You answer a question by")
+    assert make().instructions.startswith("You answer a multi-hop question by")
+    top_is_gold, aliases = 0, 0
+    for seed in range(20):
+        obs, info = env.reset(seed=seed)
+        q = env.pool_data.questions[env.question_index]
+        assert info["question"] == q.question.rstrip("?") + "?" and info["instance"] == q.id
+        assert info["privileged"]["answers"] == list(q.answers)
+        assert len(env.pool_data.own[env.question_index]) == 1
+        _, _, _, _, info = env.step(search(q.question, 1))
+        top_is_gold += info["messages"][-1]["content"].startswith(f"[1] {q.paragraphs[0].title}")
+        aliases += len(q.answers) > 1
+        assert env.step(f"FINAL_ANSWER: {q.answers[-1]}")[1] == 1.0  # any alias is right
+    assert top_is_gold >= 15 and aliases >= 3
+    with pytest.raises(ConfigError, match="dataset"):
+        make(dataset="squad")
+
+
 def test_segments_split_at_prunes_and_replay_round_trips(tmp_path, smollm2):
     """The seed-7 oracle episode (search, search, prune, answer) recorded as SmolLM2 token ids
     under its real chat template: two segments, the pre-edit context then the last step."""

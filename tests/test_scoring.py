@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from memgym.scoring import bleu1, exact_match, normalize_answer, surface_span, token_f1
+from memgym.scoring import (bleu1, exact_match, extract_answer, normalize_answer, surface_span,
+                            token_f1)
 
 
 def test_normalize_and_em():
@@ -28,3 +29,11 @@ def test_surface_span_copies_the_alias_as_the_passage_writes_it():
     assert surface_span(["usa", "United States"], "Doc 1 (Title: x)\nthe UNITED STATES army") == \
         "UNITED STATES"
     assert surface_span(["Paris"], "Comparison of parish sizes") is None  # whole words only
+
+
+def test_extract_answer_picks_a_span_by_question_word():
+    passage = "The Eiffel Tower was built by Gustave Eiffel in Paris from 1887 to March 31, 1889."
+    assert extract_answer("when was the eiffel tower finished", "T", passage) == "1887"
+    assert extract_answer("who built the Eiffel Tower", "T", passage) == "Gustave Eiffel"
+    assert extract_answer("how many towers", "T", "It has 3 floors and 2 towers.") == "3"
+    assert extract_answer("where is it", "A; B|C", "nothing capitalized here") == "A, B/C"

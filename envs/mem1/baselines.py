@@ -14,45 +14,13 @@ from memgym.codecs import XmlTagsCodec
 from memgym.engine import Completion
 from memgym.envs.mem1.compose import split_question
 from memgym.ops import Answer, Retrieve, SetState
-from memgym.scoring import normalize_answer, surface_span
+from memgym.scoring import extract_answer, surface_span
 
 _CODEC = XmlTagsCodec()
 _QUESTION = re.compile(r"^Question: (.*)$", re.MULTILINE)
 _THINK = re.compile(r"^<think>(.*?)</think>$", re.DOTALL | re.MULTILINE)
 _TOP_DOC = re.compile(r"<information>\nDoc 1 \(Title: (.*)\)\n(.*)$", re.MULTILINE)
-_MONTH = ("January|February|March|April|May|June|July|August|September|October|November|"
-          "December")
-_DATE = re.compile(rf"\b(?:(?:{_MONTH}) \d{{1,2}}, )?(?:1\d{{3}}|20\d{{2}})\b")
-_NUMBER = re.compile(r"\b\d[\d,.]*\b")
-_NAME = re.compile(r"(?:[A-Z][\w'.-]*|\d[\d,.]*)"
-                   r"(?:\s+(?:of|the|de|and|von|van)?\s*(?:[A-Z][\w'.-]*|\d[\d,.]*))*")
-_FILLER = {"the", "a", "an", "in", "on", "it", "he", "she", "this", "they", "his", "her"}
 _FOUND = "candidates:"
-
-
-def _words(text: str) -> set[str]:
-    return set(normalize_answer(text).split())
-
-
-def extract_answer(question: str, title: str, passage: str) -> str:
-    """A short answer span for ``question`` from its top passage (rule-based, no model).
-
-    ``when`` / ``what year`` / ``which year``: the first date or year; ``how many`` / ``how
-    much``: the first number; otherwise the first capitalized (or numeric) phrase whose words
-    are not all in the question. Falls back to the passage title. Never contains ``;`` or ``|``.
-    """
-    lowered, asked = question.lower(), _words(question)
-    if lowered.startswith("when") or "what year" in lowered or "which year" in lowered:
-        pattern = _DATE
-    elif "how many" in lowered or "how much" in lowered:
-        pattern = _NUMBER
-    else:
-        pattern = _NAME
-    for match in pattern.finditer(passage):
-        span = match.group(0).strip(" .,")
-        if span and span.lower() not in _FILLER and not _words(span) <= asked:
-            return span
-    return title.replace(";", ",").replace("|", "/")
 
 
 class NoopPolicy:
@@ -67,8 +35,9 @@ class NoopPolicy:
 
 class SearchThenAnswerPolicy:
     """Searches each sub-question in turn with its own text, extracts a candidate answer from the
-    top passage (:func:`extract_answer`), carries the candidates in ``<think>candidates: a | b``
-    and answers them all when every sub-question was searched or one turn is left."""
+    top passage (:func:`memgym.scoring.extract_answer`), carries the candidates in
+    ``<think>candidates: a | b`` and answers them all when every sub-question was searched or
+    one turn is left."""
 
     name = "search-then-answer"
 

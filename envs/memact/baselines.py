@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from memgym.codecs.memact import MemActCodec
 from memgym.engine import Completion
 from memgym.ops import Answer, EditContext, Retrieve
-from memgym.scoring import normalize_answer, surface_span
+from memgym.scoring import extract_answer, normalize_answer, surface_span
 
 _CODEC = MemActCodec()
 _TITLE = re.compile(r"^\[\d+\] (.*)$", re.MULTILINE)
+_TOP = re.compile(r"^\[1\] (.*)\n(.*)$", re.MULTILINE)
 _YES_NO = re.compile(r"^(is|are|was|were|do|does|did|can|could|has|have|had|will|would)\b",
                      re.IGNORECASE)
 _CANDIDATE = "Candidate answer: "
@@ -60,6 +61,27 @@ class SearchAnswerPolicy:
                   else Retrieve(info["question"], 3))
             out.append(Completion(_CODEC.encode([op])))
         return out
+
+
+class SearchExtractPolicy:
+    """Searches the question once (top 3), then answers ``no`` to a yes/no question and else a
+    span of the top result picked by rules (:func:`memgym.scoring.extract_answer`: a date, a
+    number or a name not in the question, by question word): two steps, one segment."""
+
+    name = "search-extract"
+
+    def _op(self, info: dict) -> Answer | Retrieve:
+        tools = _tool_messages(info)
+        if not tools:
+            return Retrieve(info["question"], 3)
+        top = _TOP.search(tools[0]["content"])
+        if _YES_NO.match(info["question"].strip()) or top is None:
+            return Answer(_guess(info["question"], tools[0]["content"]))
+        return Answer(extract_answer(info["question"], top.group(1), top.group(2)))
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [Completion(_CODEC.encode([self._op(info)])) for info in infos]
 
 
 class SearchPruneAnswerPolicy:
@@ -133,4 +155,4 @@ class ExtractOraclePolicy:
 
 
 BASELINES = {p.name: p for p in (OraclePolicy, ExtractOraclePolicy, SearchAnswerPolicy,
-                                 SearchPruneAnswerPolicy, NoopPolicy)}
+                                 SearchExtractPolicy, SearchPruneAnswerPolicy, NoopPolicy)}

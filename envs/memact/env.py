@@ -1,4 +1,4 @@
-"""``memgym/MemAct-v0``: MemAct / DCPO context curation on multi-hop HotpotQA questions."""
+"""``memgym/MemAct-v0``: MemAct / DCPO context curation on HotpotQA (or NQ-Open) questions."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from memgym.scoring import exact_match, token_f1
 from memgym.surrogates import first_surrogate
 
 INSTRUCTIONS = """\
-You answer a multi-hop question by searching a collection of Wikipedia paragraphs.
+You answer {task} by searching a collection of Wikipedia paragraphs.
 Reply with exactly one of:
 - search calls (at most {max_calls}), each returning the top paragraphs (topk at most {max_topk}):
 <tool_call>{{"name": "search", "arguments": {{"query": "<keywords>", "topk": 3}}}}</tool_call>
@@ -32,7 +32,7 @@ Each tool result starts with <|tool id=ID|>; ID is the 8-character id to delete 
 The context may hold at most {max_context_tokens} tokens; beyond that the episode fails."""
 # strict (-v1): no placeholder to copy; queries, memory and answer must be the policy's own
 INSTRUCTIONS_V1 = """\
-You answer a multi-hop question by searching a collection of Wikipedia paragraphs.
+You answer {task} by searching a collection of Wikipedia paragraphs.
 Reply with exactly one of the following, and write nothing after it:
 - search calls (at most {max_calls}), each a <tool_call> block holding a JSON object whose \
 "name" is "search" and whose "arguments" give "query" (search keywords of your own) and \
@@ -49,6 +49,7 @@ The context may hold at most {max_context_tokens} tokens; beyond that the episod
 CUE = "<|assistant|>\n"  # the generation cue: the header of the next assistant message
 _MAX_REPLY_CHARS = 300  # cap on the text of error / confirmation tool messages
 _JUDGES = {"em": exact_match, "f1": token_f1}
+_TASKS = {"hotpotqa": "a multi-hop question", "nq": "a question"}  # the instructions' first line
 
 
 class MemActEnv(MemgymEnv):
@@ -56,11 +57,13 @@ class MemActEnv(MemgymEnv):
     and pruning one's own working context under a token budget.
 
     An episode is one HotpotQA question (split of the 500 dev questions by
-    :func:`memgym.envs.sources.split_range`). ``search`` runs BM25 over a pool of paragraphs:
-    the question's own (2 gold + 8 distractors) plus ``pool_size - 10`` paragraphs of other
-    questions of the split, drawn at reset. Every tool call gets an 8-character id drawn from
-    the env RNG; ``prune_context`` deletes tool results by id (an assistant message whose calls
-    are all deleted goes too) and keeps its ``memory`` in the context as part of the call.
+    :func:`memgym.envs.sources.split_range`), or with ``dataset="nq"`` one NQ-Open question
+    (of 2,655, single-hop, several gold aliases). ``search`` runs BM25 over a pool of
+    paragraphs: the question's own (HotpotQA: 2 gold + 8 distractors; NQ: its gold passage)
+    plus paragraphs of other questions of the split up to ``pool_size``, drawn at reset. Every
+    tool call gets an 8-character id drawn from the env RNG; ``prune_context`` deletes tool
+    results by id (an assistant message whose calls are all deleted goes too) and keeps its
+    ``memory`` in the context as part of the call.
 
     ## Action Space
     ``Text(max_length=max_action_chars)``: one assistant message, parsed by
@@ -82,8 +85,8 @@ class MemActEnv(MemgymEnv):
     action + ``\\n`` + the tool results + the cue, so the prompts share a growing prefix.
 
     ## Rewards
-    ``answer``: on the step that answers, 1.0 if the judge accepts the answer (``judge="em"``:
-    normalized exact match with a gold alias; ``"f1"``: token F1 >= ``f1_threshold``), else 0.
+    ``answer``: on the step that answers, 1.0 if the judge accepts the answer for some gold alias
+    (``judge="em"``: normalized exact match; ``"f1"``: token F1 >= ``f1_threshold``), else 0.
     Binary, once per episode: DCPO gives this same trajectory reward to every segment.
     ``format``: ``-format_penalty`` on a step whose action does not parse (in strict mode
     also: a completion cut at ``max_new_tokens``, text after the last tool call or the answer
@@ -119,12 +122,14 @@ class MemActEnv(MemgymEnv):
     message), ``max_result_chars`` (a paragraph is cut to this many chars in a result),
     ``judge`` (``"em"`` or ``"f1"``), ``f1_threshold``, ``format_penalty``,
     ``max_action_chars``, ``strict`` (strict format rules and instructions without a
-    placeholder to copy).
+    placeholder to copy), ``dataset`` (``"hotpotqa"`` or ``"nq"``; the instructions' first
+    line says "a multi-hop question" or "a question").
 
     ## Version History
     * v1: ``strict=True``: text after the last tool call or the answer line, a cut completion
       and a query, memory or answer copied from the instructions are format errors; the
-      instructions describe the calls in words, without placeholder content.
+      instructions describe the calls in words, without placeholder content. ``dataset``
+      added later (its default ``"hotpotqa"`` changes nothing: saved trajectories replay).
     * v0: initial version; ``info["chat"]`` and ``context_mode`` added later (observations,
       rewards and recorded ``info`` unchanged: saved v0 trajectories still replay).
     """
@@ -137,7 +142,8 @@ class MemActEnv(MemgymEnv):
                  max_context_tokens: int = 2048, max_steps: int = 16, max_topk: int = 5,
                  default_topk: int = 3, max_calls: int = 4, max_result_chars: int = 2000,
                  judge: str = "em", f1_threshold: float = 0.8, format_penalty: float = 0.1,
-                 max_action_chars: int = 2000, strict: bool = False) -> None:
+                 max_action_chars: int = 2000, strict: bool = False,
+                 dataset: str = "hotpotqa") -> None:
         for name, value in (("max_steps", max_steps), ("max_topk", max_topk),
                             ("default_topk", default_topk), ("max_calls", max_calls),
                             ("max_result_chars", max_result_chars),
@@ -150,15 +156,18 @@ class MemActEnv(MemgymEnv):
             raise ConfigError(f"judge must be one of {sorted(_JUDGES)}, got {judge!r}")
         if not isinstance(f1_threshold, int | float) or not 0.0 < f1_threshold <= 1.0:
             raise ConfigError(f"f1_threshold must be in (0, 1], got {f1_threshold!r}")
+        if dataset not in _TASKS:
+            raise ConfigError(f"dataset must be one of {sorted(_TASKS)}, got {dataset!r}")
         self.strict = strict
         template = INSTRUCTIONS_V1 if strict else INSTRUCTIONS
-        self.instructions = template.format(max_calls=max_calls, max_topk=max_topk,
-                                                max_context_tokens=max_context_tokens)
+        self.instructions = template.format(task=_TASKS[dataset], max_calls=max_calls,
+                                            max_topk=max_topk,
+                                            max_context_tokens=max_context_tokens)
         least = count_tokens(self.instructions) + 256
         if not isinstance(max_context_tokens, int) or max_context_tokens < least:
             raise ConfigError(f"max_context_tokens must be an int >= {least} (instructions + "
                               f"256), got {max_context_tokens!r}")
-        self.pool_data = split_pool(split)
+        self.pool_data = split_pool(split, dataset)
         self.pool_size, self.max_context_tokens = pool_size, max_context_tokens
         self.max_steps, self.max_topk, self.max_calls = max_steps, max_topk, max_calls
         self.max_result_chars, self.max_action_chars = max_result_chars, max_action_chars
@@ -193,7 +202,7 @@ class MemActEnv(MemgymEnv):
                 "peak_context_tokens": self.peak_tokens, "num_prunes": self.num_prunes,
                 "messages": [m.to_dict() for m in self.context.messages],
                 "chat": self.context.chat(),
-                "privileged": {"answers": [q.answer], "supporting_titles": supporting}}
+                "privileged": {"answers": list(q.answers), "supporting_titles": supporting}}
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[str, dict]:
@@ -250,8 +259,9 @@ class MemActEnv(MemgymEnv):
         return result, f"Pruned {removed} messages; your memory is kept above.", removed > 0
 
     def _answer(self, op: Answer) -> tuple[OpResult, float]:
-        gold = self.pool_data.questions[self.question_index].answer
-        return OpResult(op, True), float(self.judge(op.text, gold) >= self.threshold)
+        golds = self.pool_data.questions[self.question_index].answers
+        return OpResult(op, True), float(max(self.judge(op.text, g) for g in golds)
+                                         >= self.threshold)
 
     # ------------------------------------------------------------------------------- step
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:

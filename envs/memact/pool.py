@@ -1,9 +1,10 @@
-"""The paragraph pool MemAct's ``search`` tool runs over: HotpotQA paragraphs of one split.
+"""The paragraph pool MemAct's ``search`` tool runs over: one split of HotpotQA or NQ-Open.
 
 Each split's distinct paragraphs (deduplicated by title and text) are indexed once with BM25
-(cached per split, ~0.3 s for the train split's ~3.4k paragraphs). An episode searches a subset:
-its question's own paragraphs plus distractors drawn from the other questions of the split.
-Scores use the whole split's index statistics; the subset only filters the hits.
+(cached per split and dataset, ~0.3 s for HotpotQA's train split of ~3.4k paragraphs). An
+episode searches a subset: its question's own paragraphs plus distractors drawn from the other
+questions of the split. Scores use the whole split's index statistics; the subset only filters
+the hits.
 """
 
 from __future__ import annotations
@@ -13,9 +14,30 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from memgym.envs.base import clean
-from memgym.envs.corpora import HotpotQuestion, load_hotpotqa
+from memgym.envs.corpora import Paragraph, load_hotpotqa, load_nq_open
 from memgym.envs.sources import split_range
+from memgym.errors import ConfigError
 from memgym.retrieval import BM25Index
+
+DATASETS = ("hotpotqa", "nq")
+
+
+@dataclass(frozen=True)
+class PoolQuestion:
+    """One question of a pool.
+
+    Attributes:
+        id: HotpotQA's question id, or ``nq:<index in the NQ-Open file>``.
+        question: The question text (NQ's gets a ``?``).
+        answers: Gold aliases (HotpotQA: one).
+        paragraphs: Its own paragraphs: HotpotQA's 2 supporting + 8 distractors, NQ's gold
+            passage (``supporting``).
+    """
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    paragraphs: tuple[Paragraph, ...]
 
 
 @dataclass(frozen=True)
@@ -30,7 +52,7 @@ class SplitPool:
         index: BM25 over ``"title. text"`` of each paragraph.
     """
 
-    questions: tuple[HotpotQuestion, ...]
+    questions: tuple[PoolQuestion, ...]
     titles: tuple[str, ...]
     texts: tuple[str, ...]
     own: tuple[tuple[int, ...], ...]
@@ -49,16 +71,28 @@ class SplitPool:
         return [i for _, i in zip(range(k), hits, strict=False)]
 
 
-@lru_cache(maxsize=3)
-def split_pool(split: str) -> SplitPool:
-    """The cached :class:`SplitPool` of ``split`` (HotpotQA dev 500 cut by ``split_range``).
+def _questions(split: str, dataset: str) -> list[PoolQuestion]:
+    if dataset == "hotpotqa":
+        everything = load_hotpotqa()
+        return [PoolQuestion(q.id, q.question, (q.answer,), q.paragraphs)
+                for q in (everything[i] for i in split_range(len(everything), split))]
+    if dataset == "nq":
+        nq = load_nq_open()
+        return [PoolQuestion(f"nq:{i}", nq[i].question.rstrip("?") + "?", nq[i].answers,
+                             (nq[i].passage,)) for i in split_range(len(nq), split)]
+    raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+
+
+@lru_cache(maxsize=6)
+def split_pool(split: str, dataset: str = "hotpotqa") -> SplitPool:
+    """The cached :class:`SplitPool` of ``split`` of ``dataset``: HotpotQA's 500 dev questions
+    or NQ-Open's 2,655, cut by :func:`memgym.envs.sources.split_range`.
 
     Raises:
-        ConfigError: Unknown split.
-        DataNotFoundError / DataFormatError: From :func:`load_hotpotqa`.
+        ConfigError: Unknown split or dataset.
+        DataNotFoundError / DataFormatError: From the corpus loader.
     """
-    everything = load_hotpotqa()
-    questions = tuple(everything[i] for i in split_range(len(everything), split))
+    questions = _questions(split, dataset)
     ids: dict[tuple[str, str], int] = {}
     own = []
     for q in questions:
@@ -67,4 +101,4 @@ def split_pool(split: str) -> SplitPool:
     titles = tuple(clean(title) for title, _ in ids)
     texts = tuple(clean(text) for _, text in ids)
     index = BM25Index([f"{t}. {x}" for t, x in zip(titles, texts, strict=True)])
-    return SplitPool(questions, titles, texts, tuple(own), index)
+    return SplitPool(tuple(questions), titles, texts, tuple(own), index)
