@@ -29,7 +29,7 @@ from memgym.data import cache_dir
 from memgym.engine import ChatMessages, Completion, SamplingParams
 from memgym.errors import EngineError
 from memgym.rollouts.chat import ChatRenderer
-from memgym.rollouts.prefill import prefill
+from memgym.rollouts.prefill import MAX_PACKED, prefill
 from memgym.rollouts.prepack import PrepackedLinears
 
 SMOLLM2 = "smollm2"
@@ -241,15 +241,18 @@ class HFEngine:
         batch_size: Most prompts per ``model.generate`` call.
         name: Name recorded in trajectories.
         fast_path: Use the CPU fast path where it is valid; False: always plain ``generate``.
+        max_packed: Own prompt tokens per packed prefill pass of the fast path (see
+            :func:`~memgym.rollouts.prefill.packs`).
 
     Attributes:
         last_path: ``"fast"`` or ``"generate"``: the path of the last batch (None before any).
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
-                 batch_size: int = 16, name: str = "hf", fast_path: bool = True) -> None:
+                 batch_size: int = 16, name: str = "hf", fast_path: bool = True,
+                 max_packed: int = MAX_PACKED) -> None:
         self.model, self.tokenizer, self.batch_size, self.name = model, tokenizer, batch_size, name
-        self.fast_path = fast_path
+        self.fast_path, self.max_packed = fast_path, max_packed
         self.last_path: str | None = None
         self.tokenizer.padding_side = "left"
         self.renderer = ChatRenderer(tokenizer)
@@ -324,8 +327,8 @@ class HFEngine:
             try:
                 with torch.inference_mode(), (self._packs.active(self.model) if fast
                                               else contextlib.nullcontext()):
-                    cache = (prefill(self.model, ids, shared, width, params.max_new_tokens)
-                             if fast else None)
+                    cache = (prefill(self.model, ids, shared, width, params.max_new_tokens,
+                                     self.max_packed) if fast else None)
                     scorer = TokenLogprobs(params.temperature if sample else 1.0)
                     sequences = self.model.generate(
                         input_ids=torch.tensor(input_ids, device=device),

@@ -3,11 +3,11 @@ linears."""
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache, LlamaConfig
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from memgym.rollouts import prepack
 from memgym.rollouts.kv_cache import AppendCache
-from memgym.rollouts.prefill import packed_rows_mask
+from memgym.rollouts.prefill import packed_rows_mask, packs, prefill
 
 CONFIG = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                      hidden_size=32, intermediate_size=64, vocab_size=100)
@@ -90,6 +90,34 @@ def test_packed_rows_mask_gives_each_row_the_prefix_and_its_own_tokens_causally(
                                                attn_mask=sees, scale=0.3)
         assert torch.allclose(out[:, :, start:start + n], alone, atol=1e-6)
         start += n
+
+
+def test_packs_cut_rows_at_the_token_budget():
+    assert packs([3, 0, 1, 4], 4) == [range(0, 3), range(3, 4)]
+    assert packs([5, 1, 5], 4) == [range(0, 1), range(1, 2), range(2, 3)]  # a long row alone
+    assert packs([2, 2, 2], 100) == [range(0, 3)] and packs([], 4) == []
+
+
+def test_prefill_in_several_packs_caches_what_one_pack_caches():
+    """Rows split over packs (a fresh copy of the prefix cache each) cache the same keys and
+    values, position for position, as all rows in one packed sequence."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(CONFIG).eval()
+    gen = torch.Generator().manual_seed(1)
+    shared = [5, 6, 7]
+    ids = [shared + torch.randint(1, 100, (n,), generator=gen).tolist() for n in (4, 1, 9, 3, 6)]
+    width = max(map(len, ids))
+    for prefix_len in (3, 0):
+        with torch.inference_mode():
+            one = prefill(model, ids, prefix_len, width, 4, max_packed=1000)
+            many = prefill(model, ids, prefix_len, width, 4, max_packed=8)
+        assert len(packs([len(x) - 1 - prefix_len for x in ids], 8)) >= 3
+        for a, b in zip(one.layers, many.layers, strict=True):
+            assert a.keys.shape == b.keys.shape == (5, 2, width - 1, 8)
+            assert torch.allclose(a.keys, b.keys, atol=1e-5)
+            assert torch.allclose(a.values, b.values, atol=1e-5)
+            assert a.keys.abs().sum() > 0
 
 
 def test_a_trainer_step_reaches_the_engines_weight_copies():
