@@ -256,7 +256,7 @@ def test_nq_dataset_searches_gold_passages_and_accepts_any_alias():
     assert make().instructions.startswith("You answer a multi-hop question by")
     top_is_gold, aliases = 0, 0
     for seed in range(20):
-        obs, info = env.reset(seed=seed)
+        _, info = env.reset(seed=seed)
         q = env.pool_data.questions[env.question_index]
         assert info["question"] == q.question.rstrip("?") + "?" and info["instance"] == q.id
         assert info["privileged"]["answers"] == list(q.answers)

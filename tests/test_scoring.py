@@ -2,8 +2,14 @@ import math
 
 import pytest
 
-from memgym.scoring import (bleu1, exact_match, extract_answer, normalize_answer, surface_span,
-                            token_f1)
+from memgym.scoring import (
+    bleu1,
+    exact_match,
+    extract_answer,
+    normalize_answer,
+    surface_span,
+    token_f1,
+)
 
 
 def test_normalize_and_em():
