@@ -92,10 +92,12 @@ def test_float64_chunked_equals_full_vocabulary(temperature, chunk_tokens):
         assert max(value, ent, grad) < 1e-12, (type(model).__name__, value, ent, grad)
 
 
-def test_float32_chunked_within_1e_6():
+def test_float32_chunked_within_2e_6():
+    """float32 sums round differently in chunks: ~2 ulps for values and gradients, the entropy
+    1.0e-6 relative (~8 ulps) on a 2-core AMD EPYC (AVX2); ignoring the temperature is ~1e-3."""
     model = tiny_qwen2(torch.float32)
     value, ent, grad = _compare(model, 0.7, 3, atol=1e-6)
-    assert max(value, ent, grad) < 1e-6, (value, ent, grad)
+    assert max(value, ent, grad) < 2e-6, (value, ent, grad)
 
 
 def test_ignoring_the_temperature_in_the_chunked_path_fails(monkeypatch):
