@@ -113,15 +113,15 @@ def prefill(model: PreTrainedModel, ids: Sequence[Sequence[int]], shared: int, w
                   position_ids=positions[None], past_key_values=cache, use_cache=True,
                   logits_to_keep=1)
         for i, layer in enumerate(cache.layers):  # layer: (1, kv_heads, shared + own, head_dim)
-            if len(keys) == i:
+            if len(keys) == i:  # every row: the prefix, then zeros until its own tokens
                 keys.append(layer.keys.new_zeros(len(ids), layer.keys.shape[1], width - 1,
                                                  layer.keys.shape[3]))
                 values.append(layer.values.new_zeros(len(ids), layer.values.shape[1],
                                                      width - 1, layer.values.shape[3]))
+                keys[i][:, :, :shared] = layer.keys[0, :, :shared]
+                values[i][:, :, :shared] = layer.values[0, :, :shared]
             end = shared
             for r, n in zip(rows, own, strict=True):  # own tokens last, after the padding
-                keys[i][r, :, :shared] = layer.keys[0, :, :shared]
-                values[i][r, :, :shared] = layer.values[0, :, :shared]
                 keys[i][r, :, width - 1 - n:] = layer.keys[0, :, end:end + n]
                 values[i][r, :, width - 1 - n:] = layer.values[0, :, end:end + n]
                 end += n
