@@ -7,6 +7,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import yaml
+from gymnasium.envs.registration import parse_env_id
 from typer.testing import CliRunner
 
 from memgym.cli import app
@@ -123,6 +124,6 @@ def test_every_registered_env_family_has_a_learn_config_that_builds_its_envs():
             gym.make(config.env_id, **kwargs).close()
         if config.warm_start is not None:
             assert config.warm_start.policy in baselines(config.env_id), path
-        covered.add(config.env_id.rsplit("-v", 1)[0])
-    families = {env_id.rsplit("-v", 1)[0] for env_id in ENVS}
-    assert families - covered == {"memgym/LongMemEvalMemoryManager"}
+        covered.add(parse_env_id(config.env_id)[:2])
+    families = {parse_env_id(env_id)[:2] for env_id in ENVS}
+    assert families - covered == {("memgym", "LongMemEvalMemoryManager")}
