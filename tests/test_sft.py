@@ -94,6 +94,30 @@ def test_sft_cli_writes_a_model_memgym_can_load(oracle_trajectories, tmp_path):
     assert changed  # the saved weights are the fine-tuned ones
 
 
+def test_pad_to_multiple_of_pads_batches_without_changing_the_loss(oracle_trajectories, smollm2,
+                                                                   tmp_path):
+    """``pad_to_multiple_of`` (few matmul shapes: a small oneDNN primitive cache under bf16)
+    reaches TRL's collator, and the padding is masked: the same loss as padding to the
+    longest."""
+    model, tokenizer = smollm2
+    data = sft_dataset(oracle_trajectories, policy="oracle")
+    losses = {}
+    for multiple in (None, 64):
+        trainer = make_sft_trainer(model, tokenizer, data, tmp_path / f"sft{multiple}",
+                                   SFTSettings(pad_to_multiple_of=multiple))
+        examples = list(trainer.train_dataset)[:3]
+        batch = trainer.data_collator(examples)
+        width = max(len(e["input_ids"]) for e in examples)
+        assert batch["input_ids"].shape[1] == (width if multiple is None
+                                               else -(-width // multiple) * multiple)
+        with torch.no_grad():
+            losses[multiple] = float(model(input_ids=batch["input_ids"],
+                                           attention_mask=batch["attention_mask"],
+                                           labels=batch["labels"]).loss)
+    assert width % 64  # the padded batch is wider than the longest example
+    assert losses[64] == pytest.approx(losses[None], rel=1e-5)
+
+
 def test_tokenized_teacher_steps_are_learned_on_the_prompt_the_policy_is_sent(smollm2, tmp_path):
     """MemAct gives its context as chat messages (``info["chat"]``): its instructions are the
     system message, not part of the observation. A TokenizedPolicy teacher's steps become

@@ -47,6 +47,9 @@ class SFTSettings(BaseModel):
             weights and AdamW state): ~1.7x faster on a CPU with AMX / AVX512-BF16, ~100x
             slower on one without (an AVX2 CPU emulates bf16 matmuls); ``"auto"``: where
             :func:`cpu_has_native_bf16`.
+        pad_to_multiple_of: Pad each pass's examples to a multiple of this many tokens (TRL's
+            ``pad_to_multiple_of``; None: to the longest). Under bf16 autocast on a CPU, oneDNN
+            caches primitives per matmul shape, kept after training: few shapes, little cache.
     """
 
     epochs: float = Field(1.0, gt=0)
@@ -57,6 +60,7 @@ class SFTSettings(BaseModel):
     seed: int = 0
     gradient_checkpointing: bool = False
     bf16: bool | Literal["auto"] = False
+    pad_to_multiple_of: int | None = Field(None, ge=1)
 
 
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
@@ -124,7 +128,8 @@ def make_sft_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dat
         learning_rate=settings.learning_rate, lr_scheduler_type="constant",
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum, max_length=settings.max_length,
-        completion_only_loss=True, seed=settings.seed, data_seed=settings.seed,
+        completion_only_loss=True, pad_to_multiple_of=settings.pad_to_multiple_of,
+        seed=settings.seed, data_seed=settings.seed,
         gradient_checkpointing=settings.gradient_checkpointing,
         use_cpu=True, bf16=bf16, report_to="none", save_strategy="no", logging_steps=1,
         dataset_num_proc=None, disable_tqdm=True)
