@@ -137,6 +137,15 @@ ENVS["memgym/LoCoMoMemoryManager-v2"] = replace(
     baselines="memgym.envs.memory_manager.baselines:KEEP_BASELINES",
     kwargs={**ENVS["memgym/LoCoMoMemoryManager-v1"].kwargs, "keep_turns": True})
 
+# -v3 of the LoCoMo manager: the policy rates each turn's importance and the bank keeps the
+# highest-rated turns (v2's task, one decision a turn); actions and observations differ from -v2.
+ENVS["memgym/LoCoMoMemoryManager-v3"] = replace(
+    ENVS["memgym/LoCoMoMemoryManager-v1"],
+    description="Memory-R1 memory manager on LoCoMo, rating turns: {\"importance\": 0-9} per "
+                "turn, a bounded bank keeps the highest-rated (Generative Agents' importance)",
+    baselines="memgym.envs.memory_manager.baselines:RATE_BASELINES",
+    kwargs={**ENVS["memgym/LoCoMoMemoryManager-v1"].kwargs, "rate_turns": True})
+
 register_source("locomo", LoCoMoSource)
 register_source("longmemeval", LongMemEvalSource)
 register_source("hotpotqa-haystack", HotpotHaystackSource)

@@ -98,6 +98,16 @@ class Rank:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """Rate the new stream item's importance, ``score`` from 0 (nothing worth keeping) up; a
+    bounded bank keeps the highest-rated items (the importance score of Generative Agents, Park
+    et al., 2023, as the only action: the env, not the policy, chooses what it evicts)."""
+
+    score: int
+    kind: Literal["rate"] = field(default="rate", init=False)
+
+
+@dataclass(frozen=True)
 class MemoryInsert:
     """Mem-α ``new_memory_insert``: add ``content`` to the memory of type ``memory_type``
     (``core`` / ``semantic`` / ``episodic``); the memory assigns the id."""
@@ -141,7 +151,7 @@ class MemorySearch:
 
 
 MemoryOp = (Add | Update | Delete | Noop | Retrieve | EditContext | Answer | SetState | Overwrite
-            | Rank | MemoryInsert | MemoryUpdate | MemoryDelete | MemorySearch)
+            | Rank | Rate | MemoryInsert | MemoryUpdate | MemoryDelete | MemorySearch)
 
 _OP_TYPES: dict[str, type] = {
     "add": Add,
@@ -154,6 +164,7 @@ _OP_TYPES: dict[str, type] = {
     "set_state": SetState,
     "overwrite": Overwrite,
     "rank": Rank,
+    "rate": Rate,
     "memory_insert": MemoryInsert,
     "memory_update": MemoryUpdate,
     "memory_delete": MemoryDelete,

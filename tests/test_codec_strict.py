@@ -8,6 +8,7 @@ import pytest
 import memgym.envs  # noqa: F401  (registers the envs)
 from memgym.codecs import (
     CutAction,
+    ImportanceCodec,
     Mem0JsonCodec,
     MemAlphaCodec,
     RankingCodec,
@@ -24,6 +25,7 @@ from memgym.ops import (
     MemoryInsert,
     Overwrite,
     Rank,
+    Rate,
     Retrieve,
     SetState,
     Update,
@@ -49,6 +51,7 @@ CASES = {
                         [Overwrite("summarize the key facts so far")]),
     "memagent_answer": (BoxedAnswerCodec(), [Answer("324 m")], [Answer("<new fact>")]),
     "ranking": (RankingCodec(), [Rank((2, 0, 1))], None),
+    "importance": (ImportanceCodec(), [Rate(7)], None),  # a number: no prose to copy
 }
 
 

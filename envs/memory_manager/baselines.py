@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from memgym.codecs import Mem0JsonCodec
+from memgym.codecs import ImportanceCodec, Mem0JsonCodec
 from memgym.engine import Completion
-from memgym.ops import Add, MemoryOp, Update
+from memgym.ops import Add, MemoryOp, Rate, Update
 
 _RELATED = re.compile(r"^\[(\w+)\] (.*)$", re.MULTILINE)
 _FILL = re.compile(r"^Memory bank: (\d+) of (\d+) memories$", re.MULTILINE)
@@ -207,3 +207,75 @@ BASELINES = {p.name: p for p in (OraclePolicy, EvidencePolicy, EvidenceKeepPolic
                                  StoreAllPolicy, NoopPolicy)}
 # -v2 (keep_turns): the bank's fill is shown, so a rule can choose what a full bank keeps
 KEEP_BASELINES = {**BASELINES, **{p.name: p for p in (EvidenceLongestPolicy, KeepLongestPolicy)}}
+
+
+def _rated(score: int) -> Completion:
+    """``{"importance": score}`` (-v3, ``rate_turns``)."""
+    return Completion(ImportanceCodec().encode([Rate(score)]))
+
+
+def _length_score(text: str, lowest: int, highest: int, words_per_point: int) -> int:
+    """``lowest`` plus a point per ``words_per_point`` words of ``text``, at most ``highest``."""
+    return min(highest, lowest + len(text.split()) // words_per_point)
+
+
+class RateNoopPolicy:
+    """-v3: rates every turn 0, so the bank stays empty (the reward's lower bound)."""
+
+    name = "noop"
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [_rated(0) for _ in infos]
+
+
+class RateAllPolicy:
+    """-v3: rates every turn 5; a full bank keeps what it holds (a tie does not replace), so the
+    bank keeps the first turns, as store-all does."""
+
+    name = "store-all"
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [_rated(5) for _ in infos]
+
+
+class RateLengthPolicy:
+    """-v3: rates a turn by its length, 1 plus a point per ``words_per_point`` words, at most 9,
+    so the bank keeps the longest turns (keep-longest's rule at the scale's resolution)."""
+
+    name = "rate-length"
+
+    def __init__(self, words_per_point: int = 6) -> None:
+        self.words_per_point = words_per_point
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [_rated(_length_score(i["turn"]["text"], 1, 9, self.words_per_point))
+                for i in infos]
+
+
+class RateEvidencePolicy:
+    """Privileged teacher and the oracle of -v3 (whose action cannot write an answer, only keep
+    a turn): rates an evidence turn of a question (``info["privileged"]["evidence"]``) 5 to 9
+    and any other 1 to 4, each by its length (a point per ``words_per_point`` words), so the
+    bank keeps the longest evidence turns and fills its other slots with the longest of the rest
+    (evidence-longest's order)."""
+
+    name = "oracle"
+    privileged = True
+
+    def __init__(self, words_per_point: int = 8) -> None:
+        self.words_per_point = words_per_point
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict]) -> list[Completion]:
+        """See :class:`memgym.rollouts.Policy`."""
+        return [_rated(_length_score(i["turn"]["text"], 5, 9, self.words_per_point)
+                       if i["privileged"]["evidence"]
+                       else _length_score(i["turn"]["text"], 1, 4, self.words_per_point))
+                for i in infos]
+
+
+# -v3 (rate_turns): the action is a rating, so every policy writes one
+RATE_BASELINES = {p.name: p for p in (RateEvidencePolicy, RateLengthPolicy, RateAllPolicy,
+                                      RateNoopPolicy)}

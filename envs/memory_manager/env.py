@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from memgym.codecs import Mem0JsonCodec
+from memgym.codecs import ImportanceCodec, Mem0JsonCodec
 from memgym.envs.answerers import Answerer, Question, make_answerer
 from memgym.envs.base import MemgymEnv, clean, step_info, text_space
 from memgym.envs.sources import TaskInstance, TaskSource, make_source, pick_instance
 from memgym.errors import ConfigError
 from memgym.memory import BankSnapshot, MemoryBank, MemoryEntry
+from memgym.ops import Add, OpResult, Rate, Update
 
 INSTRUCTIONS = (
     "You manage a memory bank about a conversation. Reply with JSON only: "
@@ -38,6 +39,15 @@ INSTRUCTIONS_KEEP = (
     '{{"memory": [{{"event": "UPDATE", "id": "2"}}]}} replaces memory [2] with it; '
     '{{"memory": [{{"event": "NONE"}}]}} stores nothing. A full bank rejects ADD.'
 )
+# rate_turns (-v3 of the LoCoMo manager): the policy rates each turn, the bank keeps the best
+INSTRUCTIONS_RATE = (
+    "You rate the turns of a conversation for a memory bank that keeps the {capacity}"
+    "highest-rated turns: the turns that questions asked later will need (facts, names, places, "
+    "dates, plans). After each new turn, reply with one JSON object and nothing else: the key "
+    '"importance" and an integer from 0 (nothing worth keeping: not stored) to 9 (certainly '
+    "needed). A full bank replaces its lowest-rated memory with a turn rated higher."
+)
+MAX_SCORE = 9  # ratings run 0..9: one token each in common tokenizers
 
 
 class MemoryManagerEnv(MemgymEnv):
@@ -53,14 +63,19 @@ class MemoryManagerEnv(MemgymEnv):
     ``Text(max_length=max_action_chars)``: the policy's raw text, parsed by
     :class:`memgym.codecs.Mem0JsonCodec`. Text that does not parse is a valid action: it applies
     no op and is penalized. With ``keep_turns``, an ADD / UPDATE without ``"text"`` stores the new
-    item as said (``speaker: text``): the policy chooses what to keep, not how to word it.
+    item as said (``speaker: text``): the policy chooses what to keep, not how to word it. With
+    ``rate_turns``, the text is ``{"importance": n}`` (:class:`memgym.codecs.ImportanceCodec`,
+    n in 0..9): a turn rated 0 is not stored; while the bank has room, one rated higher is; once
+    it is full, a turn rated above the bank's lowest-rated memory replaces it (the first such
+    memory in the bank's order), else it is not stored.
 
     ## Observation Space
     ``Text(max_length=16384)`` over :data:`memgym.envs.base.CHARSET`: the instructions, the
     item's date, the new item (``speaker: text``) and the related memories as ``[id] text``; with
     ``keep_turns`` also the bank's fill (``Memory bank: n of max_entries memories``), and the
     related memories are topped up to ``related_k`` with the bank's others (oldest first), so a
-    bank of at most ``related_k`` is shown whole.
+    bank of at most ``related_k`` is shown whole; with ``rate_turns`` only the instructions, the
+    date and the new item (a rating does not depend on the bank).
 
     ## Rewards
     ``format``: ``-format_penalty`` on a step whose action does not parse (in strict mode also:
@@ -104,9 +119,13 @@ class MemoryManagerEnv(MemgymEnv):
     ``timestamps`` (the answer agent reads memories with their dates),
     ``keep_turns`` (ADD / UPDATE without text store the new item; the observation shows the
     bank's fill; ``info["turn"]["as_memory"]`` is the text they store),
+    ``rate_turns`` (the action rates the new item; the bank keeps the highest-rated items),
     ``**source_kwargs`` (forwarded to the source).
 
     ## Version History
+    * v3 (LoCoMo only): ``rate_turns=True``: the policy rates each turn's importance (0..9) and
+      a bounded bank keeps the highest-rated turns, as Generative Agents' memory stream rates
+      each observation (Park et al., 2023); v2's task with a one-token decision per turn.
     * v2 (LoCoMo only): ``keep_turns=True``: which turns a bounded bank keeps (ADD / UPDATE
       store the new turn as said; the observation shows the bank's fill and tops up the related
       memories), on v1's rules.
@@ -117,7 +136,7 @@ class MemoryManagerEnv(MemgymEnv):
     * v0: initial version (lenient codec, whole-memory token F1).
     """
 
-    state_attrs = ("instance", "bank", "t")
+    state_attrs = ("instance", "bank", "t", "ratings")
     _evidence_of: tuple[TaskInstance, dict, set] | None = None  # (instance, QAs by item, evidence)
 
     def __init__(self, source: str | TaskSource = "locomo", split: str = "train",
@@ -125,7 +144,8 @@ class MemoryManagerEnv(MemgymEnv):
                  format_penalty: float = 0.1, max_action_chars: int = 2000,
                  max_entries: int | None = None, max_memory_chars: int = 500,
                  max_steps: int | None = 64, strict: bool = False, timestamps: bool = False,
-                 keep_turns: bool = False, **source_kwargs: Any) -> None:
+                 keep_turns: bool = False, rate_turns: bool = False,
+                 **source_kwargs: Any) -> None:
         self.answerer = make_answerer(answerer, answer_top_k)
         self.source = make_source(source, split, **source_kwargs)
         if max_steps is None:
@@ -137,14 +157,17 @@ class MemoryManagerEnv(MemgymEnv):
         self.related_k, self.format_penalty = related_k, format_penalty
         self.max_entries, self.max_memory_chars = max_entries, max_memory_chars
         self.max_steps, self.strict, self.timestamps = max_steps, strict, timestamps
-        self.keep_turns = keep_turns
+        self.keep_turns, self.rate_turns = keep_turns, rate_turns
         capacity = "memories" if max_entries is None else f"at most {max_entries} memories"
-        self.instructions = (INSTRUCTIONS_KEEP.format(capacity=capacity) if keep_turns
-                             else INSTRUCTIONS_V1 if strict else INSTRUCTIONS)
-        self.codec = Mem0JsonCodec()
+        self.instructions = (
+            INSTRUCTIONS_RATE.format(capacity="" if max_entries is None else f"{max_entries} ")
+            if rate_turns else INSTRUCTIONS_KEEP.format(capacity=capacity) if keep_turns
+            else INSTRUCTIONS_V1 if strict else INSTRUCTIONS)
+        self.codec = ImportanceCodec(MAX_SCORE) if rate_turns else Mem0JsonCodec()
         self.observation_space = text_space(16384)
         self.action_space = text_space(max_action_chars)
         self.bank = MemoryBank(max_entries, max_memory_chars)
+        self.ratings: dict[str, int] = {}  # rate_turns: entry id -> the rating that stored it
         self._shown: list[MemoryEntry] = []  # the related memories of the last observation
 
     def _as_memory(self) -> str:
@@ -154,6 +177,8 @@ class MemoryManagerEnv(MemgymEnv):
 
     def _observation(self) -> str:
         item = self.instance.items[self.t]
+        if self.rate_turns:
+            return clean(f"{self.instructions}\nDate: {item.date}\nNew turn: {self._as_memory()}")
         query = f"{item.speaker} {item.text}"
         self._shown = [entry for entry, _ in self.bank.search(query, self.related_k)]
         bank = ""
@@ -196,7 +221,7 @@ class MemoryManagerEnv(MemgymEnv):
         _, answered, evidence = self._evidence_of
         full = self.max_entries is not None and len(self.bank) >= self.max_entries
         turn = {"id": item.id, "speaker": item.speaker, "date": item.date, "text": item.text}
-        if self.keep_turns:
+        if self.keep_turns or self.rate_turns:
             turn["as_memory"] = self._as_memory()
         return {"turn": turn,
                 "privileged": {"answers": list(answered.get(item.id, ())),
@@ -219,18 +244,38 @@ class MemoryManagerEnv(MemgymEnv):
             raise ConfigError(f"instance {self.instance.id} has {len(self.instance.items)} "
                               f"items; expected 1..max_steps={self.max_steps}")
         self.bank = MemoryBank(self.max_entries, self.max_memory_chars)
+        self.ratings = {}
         self.t = 0
         observation = self._observation()
         info = {"instance": self.instance.id, "num_questions": len(self.instance.questions),
                 "bank_size": 0, **self._item_info()}
         return observation, info
 
+    def _keep(self, op: Rate) -> OpResult:
+        """Store the current item by its rating ``op.score`` (``rate_turns``; see Action Space)."""
+        item = self.instance.items[self.t]
+        if op.score == 0:
+            return OpResult(op, False, None, "rated 0: not stored")
+        if self.max_entries is None or len(self.bank) < self.max_entries:
+            stored = self.bank.apply(Add(self._as_memory()), self.t, item.id)
+        else:
+            weakest = min(self.bank, key=lambda entry: self.ratings[entry.id])
+            floor = self.ratings[weakest.id]
+            if op.score <= floor:
+                return OpResult(op, False, weakest.id,
+                                f"rated {op.score}, not above memory [{weakest.id}]'s {floor}")
+            stored = self.bank.apply(Update(weakest.id, self._as_memory()), self.t, item.id)
+        if stored.applied:
+            self.ratings[stored.id] = op.score
+        return OpResult(op, stored.applied, stored.id, stored.reason)
+
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply the ops in ``action`` for the current item and move to the next item."""
         item = self.instance.items[self.t]
         codec = Mem0JsonCodec(self._as_memory()) if self.keep_turns else self.codec
         parsed = self.parse(codec, action, self.instructions)
-        results = self.bank.apply_all(parsed.ops, step=self.t, provenance=item.id)
+        results = ([self._keep(op) for op in parsed.ops] if self.rate_turns
+                   else self.bank.apply_all(parsed.ops, step=self.t, provenance=item.id))
         terms = {"format": 0.0 if parsed.ok else -self.format_penalty, "qa": 0.0}
         self.t += 1
         terminated = self.t >= len(self.instance.items)
