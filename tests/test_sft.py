@@ -182,3 +182,24 @@ def test_auto_bf16_follows_the_cpu_flags(tmp_path):
         cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         assert cpu_has_native_bf16(cpuinfo) is native
     assert cpu_has_native_bf16(tmp_path / "absent") is False
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_lr_scheduler_sets_the_learning_rate_of_each_step(schedule, tmp_path):
+    """``linear`` decays the rate to 0 over the run (transformers' schedule, no warmup);
+    ``constant`` keeps it. Mutation: ignoring the setting makes the linear case fail."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from memgym.trainers.sft import train_sft
+
+    tokenizer = load_tokenizer()
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2))
+    data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6]] * 4,
+                              "completion_mask": [[0, 0, 0, 1, 1, 1]] * 4})
+    history = train_sft(model, tokenizer, data, tmp_path, SFTSettings(
+        learning_rate=1e-3, lr_scheduler=schedule, batch_size=1))
+    rates = [h["learning_rate"] for h in history if "learning_rate" in h]
+    expected = [1e-3] * 4 if schedule == "constant" else [1e-3, 7.5e-4, 5e-4, 2.5e-4]
+    assert rates == pytest.approx(expected)

@@ -34,7 +34,10 @@ class SFTSettings(BaseModel):
 
     Attributes:
         epochs: Passes over the examples.
-        learning_rate: AdamW learning rate (constant schedule).
+        learning_rate: AdamW learning rate (the schedule's peak).
+        lr_scheduler: Transformers' ``lr_scheduler_type`` (no warmup): ``"constant"``, or
+            ``"linear"`` / ``"cosine"`` decay to 0 over the run, which averages out the last
+            small batches' noise.
         batch_size: Examples per forward/backward pass.
         grad_accum: Passes accumulated per optimizer step.
         max_length: Longest tokenized example (prompt + completion); longer ones are truncated
@@ -54,6 +57,7 @@ class SFTSettings(BaseModel):
 
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(2e-5, gt=0)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(2048, ge=8)
@@ -125,7 +129,7 @@ def make_sft_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizer, dat
     bf16 = cpu_has_native_bf16() if settings.bf16 == "auto" else settings.bf16
     args = SFTConfig(
         output_dir=str(out_dir), num_train_epochs=settings.epochs,
-        learning_rate=settings.learning_rate, lr_scheduler_type="constant",
+        learning_rate=settings.learning_rate, lr_scheduler_type=settings.lr_scheduler,
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum, max_length=settings.max_length,
         completion_only_loss=True, pad_to_multiple_of=settings.pad_to_multiple_of,

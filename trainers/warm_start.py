@@ -81,7 +81,8 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizer,
         dataset = balanced(dataset, kinds, seed)
     micro = settings.micro_batch or settings.batch_size
     history = train_sft(model, tokenizer, dataset, out_dir, SFTSettings(
-        epochs=settings.epochs, learning_rate=settings.learning_rate, batch_size=micro,
+        epochs=settings.epochs, learning_rate=settings.learning_rate,
+        lr_scheduler=settings.lr_scheduler, batch_size=micro,
         grad_accum=settings.batch_size // micro, seed=seed, bf16=settings.bf16,
         pad_to_multiple_of=settings.pad_to_multiple_of))
     mark_updated([p for p in model.parameters() if p.requires_grad])  # TRL's fused AdamW

@@ -112,7 +112,9 @@ class WarmStartConfig(Section):
             teacher; its trajectories are rollouts of the training ``env``.
         episodes: Teacher episodes (each step is one example).
         epochs: Passes over the examples.
-        learning_rate: AdamW learning rate (constant).
+        learning_rate: AdamW learning rate (the schedule's peak).
+        lr_scheduler: ``"constant"``, or ``"linear"`` / ``"cosine"`` decay to 0 (transformers'
+            ``lr_scheduler_type``, no warmup).
         batch_size: Examples per optimizer step.
         micro_batch: Examples per forward / backward pass (None: ``batch_size``); the
             ``batch_size / micro_batch`` passes of a step accumulate their gradients (TRL's
@@ -135,6 +137,7 @@ class WarmStartConfig(Section):
     episodes: int = Field(32, ge=1)
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-4, gt=0)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     batch_size: int = Field(8, ge=1)
     micro_batch: int | None = Field(None, ge=1)
     balance: bool = False
