@@ -144,7 +144,8 @@ ENVS["memgym/LoCoMoMemoryManager-v3"] = replace(
     description="Memory-R1 memory manager on LoCoMo, rating turns: {\"importance\": 0-9} per "
                 "turn, a bounded bank keeps the highest-rated (Generative Agents' importance)",
     baselines="memgym.envs.memory_manager.baselines:RATE_BASELINES",
-    kwargs={**ENVS["memgym/LoCoMoMemoryManager-v1"].kwargs, "rate_turns": True})
+    kwargs={**ENVS["memgym/LoCoMoMemoryManager-v1"].kwargs, "rate_turns": True,
+            "max_entries": 2})
 
 register_source("locomo", LoCoMoSource)
 register_source("longmemeval", LongMemEvalSource)

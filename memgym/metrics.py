@@ -10,8 +10,10 @@ record, at the step ``T`` of that record.
 
 The bank is reconstructed from the applied ``add`` / ``update`` / ``delete`` results: an add
 creates entry ``id`` at step ``s`` (created = updated = ``s``), an update sets its updated step,
-a delete removes it. This is exact for :class:`memgym.memory.MemoryBank` envs (ids are never
-reused); other op kinds count in the op mix only.
+a delete removes it; an applied ``rate`` with an id (-v3 of the LoCoMo manager: the rated turn
+was stored) is an add of a new id or an update of a held one. This is exact for
+:class:`memgym.memory.MemoryBank` envs (ids are never reused); other op kinds count in the op
+mix only.
 
 Columns of :func:`summarize` (one row per trajectory):
 
@@ -108,6 +110,8 @@ def trajectory_metrics(traj: Trajectory) -> dict:
             kind = result["op"]["kind"]
             results += 1
             rejected += not result["applied"]
+            if kind == "rate" and result["applied"] and result["id"]:  # -v3 stored the turn
+                kind = "update" if str(result["id"]) in bank.entries else "add"
             if result["applied"] and kind in ("add", "update", "delete") and result["id"]:
                 bank.apply(kind, str(result["id"]), step.index)
                 if kind == "add":

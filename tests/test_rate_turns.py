@@ -9,6 +9,8 @@ import pytest
 import memgym.envs  # noqa: F401  (registers the envs)
 from memgym.codecs import CutAction, ImportanceCodec
 from memgym.envs import baselines
+from memgym.errors import ConfigError
+from memgym.metrics import trajectory_metrics
 from memgym.ops import Add, Rate
 from memgym.report import EvalResult, pair_with_best_heuristic
 from memgym.rollouts.runner import run_episodes
@@ -47,12 +49,25 @@ def test_the_bank_keeps_the_highest_rated_turns_and_a_tie_does_not_replace():
         _, reward, _, _, info = env.step(f'{{"importance": {score}}}')
         assert reward == 0.0 and info["ops"] == [{"score": score, "kind": "rate"}]
         results.append(info["op_results"][0])
-    assert [r["applied"] for r in results] == [False, True, True, True, False, True]
-    assert results[0]["reason"] == "rated 0: not stored"
-    assert results[4]["reason"] == "rated 4, not above memory [0]'s 4"
+    # applied throughout: a turn not stored (rated 0, or not above the lowest) has no id
+    assert [(r["applied"], r["id"]) for r in results] == [
+        (True, None), (True, "0"), (True, "1"), (True, "0"), (True, None), (True, "0")]
     # turn 3 replaced turn 1 (rated 3, the lowest), turn 5 replaced turn 3 (4 < 5)
     assert [e.text for e in env.bank] == [turns[5], turns[2]]
     assert env.ratings == {"0": 9, "1": 5}
+    with pytest.raises(ConfigError, match="give one"):
+        gym.make(ENV_ID, keep_turns=True)
+    with pytest.raises(ConfigError, match="positive integer"):
+        ImportanceCodec(max_score=0)
+
+
+def test_memory_metrics_count_what_the_ratings_stored():
+    (traj,) = run_episodes(ENV_ID, {**KWARGS, "max_entries": 2}, baselines(ENV_ID)["oracle"](),
+                           SEEDS[:1], progress=False)
+    stored = [r["id"] for s in traj.steps for r in s.op_results if r["id"] is not None]
+    metrics = trajectory_metrics(traj)
+    assert metrics["bank_size_final"] == len(set(stored)) == 2
+    assert metrics["rejected_op_rate"] == 0.0
 
 
 def test_observation_is_the_turn_alone_and_format_errors_are_penalized():

@@ -1,4 +1,4 @@
-"""Scripted baselines for the memory manager (Mem0/Memory-R1 JSON actions).
+"""Scripted baselines for the memory manager (Mem0/Memory-R1 JSON actions; -v3's ratings).
 
 They read the structured ``info["turn"]`` and the related memories shown in the observation (the
 oracle also reads ``info["privileged"]``); they are baselines to compare learned policies

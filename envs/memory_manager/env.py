@@ -67,7 +67,8 @@ class MemoryManagerEnv(MemgymEnv):
     ``rate_turns``, the text is ``{"importance": n}`` (:class:`memgym.codecs.ImportanceCodec`,
     n in 0..9): a turn rated 0 is not stored; while the bank has room, one rated higher is; once
     it is full, a turn rated above the bank's lowest-rated memory replaces it (the first such
-    memory in the bank's order), else it is not stored.
+    memory in the bank's order), else it is not stored; a turn over ``max_memory_chars`` is never
+    stored.
 
     ## Observation Space
     ``Text(max_length=16384)`` over :data:`memgym.envs.base.CHARSET`: the instructions, the
@@ -96,9 +97,13 @@ class MemoryManagerEnv(MemgymEnv):
     finite sources). Never truncates.
 
     ## Info
-    ``ops``, ``op_results``, ``parse_error``, ``reward_terms``, ``segment_end`` (``"overwrite"``:
-    each prompt is rebuilt, so every step is its own segment; ``"end"`` on the last step),
-    ``bank_size``, ``turn`` (the next item: id, speaker, date, text), on the last step ``qa`` (one
+    ``ops``, ``op_results`` (with ``rate_turns``, a rating is applied with the ``id`` of the
+    memory that now holds the turn, or with ``id`` None where the turn was not stored; it is
+    rejected only where the bank refuses the text), ``parse_error``, ``reward_terms``,
+    ``segment_end`` (``"overwrite"``: each prompt is rebuilt, so every step is its own segment;
+    ``"end"`` on the last step),
+    ``bank_size``, ``turn`` (the next item: id, speaker, date, text; with ``keep_turns`` or
+    ``rate_turns`` also ``as_memory``, the text a stored turn gets), on the last step ``qa`` (one
     :class:`~memgym.envs.answerers.Answered` record per question: prediction, score and the
     ``retrieved`` / ``supporting`` entry ids that memory metrics read), and
     ``privileged["answers"]``: the ``(question, answer)`` pairs whose last evidence is the
@@ -119,7 +124,8 @@ class MemoryManagerEnv(MemgymEnv):
     ``timestamps`` (the answer agent reads memories with their dates),
     ``keep_turns`` (ADD / UPDATE without text store the new item; the observation shows the
     bank's fill; ``info["turn"]["as_memory"]`` is the text they store),
-    ``rate_turns`` (the action rates the new item; the bank keeps the highest-rated items),
+    ``rate_turns`` (the action rates the new item; the bank keeps the highest-rated items; with
+    ``keep_turns`` a ``ConfigError``),
     ``**source_kwargs`` (forwarded to the source).
 
     ## Version History
@@ -146,6 +152,9 @@ class MemoryManagerEnv(MemgymEnv):
                  max_steps: int | None = 64, strict: bool = False, timestamps: bool = False,
                  keep_turns: bool = False, rate_turns: bool = False,
                  **source_kwargs: Any) -> None:
+        if keep_turns and rate_turns:
+            raise ConfigError("keep_turns and rate_turns are two action formats (-v2's Mem0 ops "
+                              "without text, -v3's ratings): give one")
         self.answerer = make_answerer(answerer, answer_top_k)
         self.source = make_source(source, split, **source_kwargs)
         if max_steps is None:
@@ -255,15 +264,14 @@ class MemoryManagerEnv(MemgymEnv):
         """Store the current item by its rating ``op.score`` (``rate_turns``; see Action Space)."""
         item = self.instance.items[self.t]
         if op.score == 0:
-            return OpResult(op, False, None, "rated 0: not stored")
+            return OpResult(op, True)  # not stored, as asked
         if self.max_entries is None or len(self.bank) < self.max_entries:
             stored = self.bank.apply(Add(self._as_memory()), self.t, item.id)
         else:
             weakest = min(self.bank, key=lambda entry: self.ratings[entry.id])
             floor = self.ratings[weakest.id]
-            if op.score <= floor:
-                return OpResult(op, False, weakest.id,
-                                f"rated {op.score}, not above memory [{weakest.id}]'s {floor}")
+            if op.score <= floor:  # not above the bank's lowest: not stored, by the rule
+                return OpResult(op, True)
             stored = self.bank.apply(Update(weakest.id, self._as_memory()), self.t, item.id)
         if stored.applied:
             self.ratings[stored.id] = op.score

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memgym.codecs.base import ParseError, ParseResult, checks_unicode, decode_json_span
+from memgym.errors import ConfigError
 from memgym.ops import MemoryOp, Rate
 
 
@@ -23,11 +24,16 @@ class ImportanceCodec:
 
     Args:
         max_score: The highest score; a score outside ``[0, max_score]`` is a parse error.
+
+    Raises:
+        ConfigError: ``max_score`` is not a positive integer.
     """
 
     name = "importance"
 
     def __init__(self, max_score: int = 9) -> None:
+        if isinstance(max_score, bool) or not isinstance(max_score, int) or max_score < 1:
+            raise ConfigError(f"max_score must be a positive integer, got {max_score!r}")
         self.max_score = max_score
 
     @checks_unicode
