@@ -76,7 +76,7 @@ class MemoryManagerEnv(MemgymEnv):
     ``keep_turns`` also the bank's fill (``Memory bank: n of max_entries memories``), and the
     related memories are topped up to ``related_k`` with the bank's others (oldest first), so a
     bank of at most ``related_k`` is shown whole; with ``rate_turns`` only the instructions, the
-    date and the new item (a rating does not depend on the bank).
+    date and the new item (the bank decides what a rating evicts).
 
     ## Rewards
     ``format``: ``-format_penalty`` on a step whose action does not parse (in strict mode also:
