@@ -17,6 +17,7 @@ from memgym.trainers.sft import (
     cpu_has_native_bf16,
     make_sft_trainer,
     sft_dataset,
+    train_sft,
 )
 from memgym.trajectory import write_trajectories
 
@@ -150,20 +151,25 @@ def test_tokenized_teacher_steps_are_learned_on_the_prompt_the_policy_is_sent(sm
                                          [7], progress=False))
 
 
-def test_bf16_sft_leaves_the_model_in_float32_compute(tmp_path):
-    """Accelerate wraps ``forward`` in bf16 autocast for a bf16 SFT; the wrapper must not
-    outlive training (it once made every later rollout and GRPO update bf16: ~100x slower on an
-    AVX2 CPU). Mutation: without the unwrap in ``train_sft`` the layer runs under autocast."""
+def _tiny_sft(examples: int):
+    """SmolLM2's tokenizer, a random one-layer Llama and ``examples`` copies of one 6-token
+    example (loss on its last 3 tokens): SFT mechanics in a second."""
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from memgym.trainers.sft import train_sft
 
     tokenizer = load_tokenizer()
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
         num_attention_heads=2, num_key_value_heads=2))
-    data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6]] * 2,
-                              "completion_mask": [[0, 0, 0, 1, 1, 1]] * 2})
+    data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6]] * examples,
+                              "completion_mask": [[0, 0, 0, 1, 1, 1]] * examples})
+    return tokenizer, model, data
+
+
+def test_bf16_sft_leaves_the_model_in_float32_compute(tmp_path):
+    """Accelerate wraps ``forward`` in bf16 autocast for a bf16 SFT; the wrapper must not
+    outlive training (it once made every later rollout and GRPO update bf16: ~100x slower on an
+    AVX2 CPU). Mutation: without the unwrap in ``train_sft`` the layer runs under autocast."""
+    tokenizer, model, data = _tiny_sft(2)
     autocast = []
     model.model.layers[0].register_forward_hook(
         lambda *_: autocast.append(torch.is_autocast_enabled("cpu")))
@@ -188,16 +194,7 @@ def test_auto_bf16_follows_the_cpu_flags(tmp_path):
 def test_lr_scheduler_sets_the_learning_rate_of_each_step(schedule, tmp_path):
     """``linear`` decays the rate to 0 over the run (transformers' schedule, no warmup);
     ``constant`` keeps it. Mutation: ignoring the setting makes the linear case fail."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from memgym.trainers.sft import train_sft
-
-    tokenizer = load_tokenizer()
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2))
-    data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6]] * 4,
-                              "completion_mask": [[0, 0, 0, 1, 1, 1]] * 4})
+    tokenizer, model, data = _tiny_sft(4)
     history = train_sft(model, tokenizer, data, tmp_path, SFTSettings(
         learning_rate=1e-3, lr_scheduler=schedule, batch_size=1))
     rates = [h["learning_rate"] for h in history if "learning_rate" in h]
