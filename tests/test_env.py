@@ -68,13 +68,15 @@ def test_bad_config_and_missing_data_are_typed_errors(tmp_path):
         find_data_file("locomo/not_a_file.json")
 
 
-def test_splits_are_disjoint_conversations():
+def test_splits_are_disjoint_conversations_and_train_wide_is_all_but_val():
     def conversations(split):
         source = gym.make(ENV_ID, split=split).unwrapped.source
         return {source.instance(i).id.split(":")[0] for i in range(source.num_instances)}
 
     assert conversations("train") == {"conv-26"} and conversations("val") == {"conv-30"}
     assert len(conversations("test")) == 8
+    wide = conversations("train-wide")  # every conversation but val's
+    assert wide == conversations("train") | conversations("test") and "conv-30" not in wide
 
 
 def test_renamed_speakers_are_renamed_everywhere_and_nothing_else_changes():

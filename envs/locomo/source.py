@@ -25,7 +25,8 @@ class LoCoMoSource(FiniteSource):
     read every turn, then answer every question).
 
     Args:
-        split: ``train`` (conversation 1), ``val`` (2), ``test`` (3-10): Memory-R1's split.
+        split: ``train`` (conversation 1), ``val`` (2), ``test`` (3-10): Memory-R1's split;
+            ``train-wide`` (1 and 3-10): every conversation but validation's.
         window: Turns per instance (>= 1), or None for whole conversations.
         conversation: Only this conversation of the split (0-based index into it; ``test``
             has 0-7), or None for all of them.

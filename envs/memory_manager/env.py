@@ -115,7 +115,8 @@ class MemoryManagerEnv(MemgymEnv):
     ## Arguments
     ``source`` (a registered source name or a :class:`TaskSource`; ``locomo`` takes ``window``,
     ``include_adversarial``, ``data_path``; ``longmemeval`` takes ``variant``, ``haystack``,
-    ``max_item_chars``, ``data_path``), ``split`` (``train`` / ``val`` / ``test``),
+    ``max_item_chars``, ``data_path``), ``split`` (``train`` / ``val`` / ``test``; LoCoMo also
+    ``train-wide``),
     ``related_k``, ``answerer`` (``"recall"``, ``"served:<name>"``, an Answerer), ``answer_top_k``,
     ``format_penalty``, ``max_action_chars``, ``max_entries``, ``max_memory_chars``,
     ``max_steps`` (None: the longest instance of a finite source, e.g. whole LongMemEval

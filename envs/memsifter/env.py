@@ -166,7 +166,8 @@ class MemSifterEnv(MemgymEnv):
     ``dropped``, ``score_0``, ``tiers`` (``{F: s_F}``), ``weights`` (``{F: w}``).
 
     ## Arguments
-    ``split`` (``train`` / ``val`` / ``test``: Memory-R1's split by conversation),
+    ``split`` (``train`` / ``val`` / ``test``: Memory-R1's split by conversation; ``train-wide``:
+    every conversation but val's),
     ``num_candidates`` (None: every session of the conversation), ``preview_chars``,
     ``keywords`` (per candidate), ``max_rank`` (largest cut-off; MemSifter ranks 10),
     ``answerer`` (``"recall"``, ``"span"`` or an :class:`Answerer`), ``answer_top_k``,
