@@ -15,8 +15,8 @@ LOCOMO_FILE = "locomo/locomo10.json"
 # Memory-R1's split by conversation: conv 1 train, conv 2 val, conv 3-10 test. ``train-wide``:
 # every conversation but val's (1 and 3-10), for runs that report validation only: nine
 # conversations' turns to learn from, not one, at the cost of a held-out test split.
-SPLITS: dict[str, tuple[int, ...]] = {"train": (0,), "val": (1,), "test": tuple(range(2, 10)),
-                                      "train-wide": (0, *range(2, 10))}
+SPLITS: dict[str, tuple[int, ...]] = {"train": (0,), "val": (1,), "test": tuple(range(2, 10))}
+SPLITS["train-wide"] = SPLITS["train"] + SPLITS["test"]
 ADVERSARIAL = 5
 # LoCoMo's category numbers (its paper's Table 2 and Memory-R1's tables)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop",
