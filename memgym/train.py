@@ -102,7 +102,8 @@ def with_lora(model, lora: LoraConfig | None):
 
     return get_peft_model(model, PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+        target_modules=lora.target_modules, layers_to_transform=lora.layers_to_transform,
+        task_type="CAUSAL_LM"))
 
 
 def load_policy(config: TrainConfig, checkpoint: Path | None = None):

@@ -138,3 +138,23 @@ def test_lora_trains_only_adapters(smollm2):
         SegmentBatch.from_trajectories(trajs))
     changed = {n for n, p in model.named_parameters() if not torch.equal(named[n], p)}
     assert changed and all("lora_" in n for n in changed)
+
+
+def test_lora_layers_to_transform_adapts_only_those_layers_and_grads_stop_below(smollm2):
+    """``lora.layers_to_transform`` puts adapters on the named decoder layers only; with the
+    rest frozen (no gradient checkpointing), autograd records nothing below them, so the
+    backward pass stops at layer 28."""
+    from memgym.config import LoraConfig
+    from memgym.train import with_lora
+
+    model, tokenizer = smollm2
+    model = with_lora(copy.deepcopy(model), LoraConfig(r=4, layers_to_transform=[28, 29]))
+    adapted = {int(n.split(".layers.")[1].split(".")[0])
+               for n, p in model.named_parameters() if p.requires_grad}
+    assert adapted == {28, 29}
+    ids = torch.tensor([tokenizer("The memory bank holds")["input_ids"]])
+    out = model(input_ids=ids, labels=ids, output_hidden_states=True)
+    # hidden_states[k] is layer k's input: layer 28's input is a constant, its output is not
+    assert [h.requires_grad for h in out.hidden_states[27:30]] == [False, False, True]
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -92,13 +92,24 @@ class DistributedConfig(Section):
 
 
 class LoraConfig(Section):
-    """peft LoRA settings."""
+    """peft LoRA settings (peft's ``LoraConfig`` names).
+
+    Attributes:
+        r: Adapter rank.
+        alpha: Scale numerator (the update is scaled by ``alpha / r``).
+        dropout: Dropout on the adapter's input.
+        target_modules: Module names that get adapters.
+        layers_to_transform: Decoder layer indices that get adapters (None: all). With the
+            lower layers frozen and gradient checkpointing off, the backward pass stops at the
+            lowest adapted layer.
+    """
 
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    layers_to_transform: list[int] | None = None
 
 
 class WarmStartConfig(Section):
