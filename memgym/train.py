@@ -94,9 +94,17 @@ def evaluate(policy: Policy, env_id: str, env_kwargs: dict, episodes: int,
 
 
 def with_lora(model, lora: LoraConfig | None):
-    """Wrap ``model`` with peft LoRA adapters (only they train), or return it unchanged."""
+    """Wrap ``model`` with peft LoRA adapters (only they train), or return it unchanged.
+
+    Raises:
+        ConfigError: ``lora.layers_to_transform`` names a layer the model does not have.
+    """
     if lora is None:
         return model
+    layers = model.config.num_hidden_layers
+    if lora.layers_to_transform and not all(0 <= i < layers for i in lora.layers_to_transform):
+        raise ConfigError(f"lora.layers_to_transform must be layer indices in [0, {layers}), "
+                          f"got {lora.layers_to_transform}")
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 

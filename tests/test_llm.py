@@ -158,3 +158,12 @@ def test_lora_layers_to_transform_adapts_only_those_layers_and_grads_stop_below(
     assert [h.requires_grad for h in out.hidden_states[27:30]] == [False, False, True]
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_lora_layers_to_transform_out_of_range_is_a_config_error(smollm2):
+    from memgym.config import LoraConfig
+    from memgym.errors import ConfigError
+    from memgym.train import with_lora
+
+    with pytest.raises(ConfigError, match=r"\[0, 30\), got \[29, 30\]"):
+        with_lora(copy.deepcopy(smollm2[0]), LoraConfig(layers_to_transform=[29, 30]))
